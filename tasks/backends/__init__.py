@@ -1,0 +1,48 @@
+"""Framework backends, imported only when a model config names their framework.
+
+``get_backend("torch")`` imports torch; nothing else in Forge does, so ``import pipelines``
+and no-op reruns never pay for a framework import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from tasks.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from tasks.backends.base import Backend
+
+__all__ = ["get_backend"]
+
+_MODULES = {
+    "torch": ("tasks.backends._torch", "TorchBackend", "torch"),
+    "tensorflow": ("tasks.backends._tensorflow", "TensorFlowBackend", "tensorflow"),
+}
+_cache: dict[str, Backend] = {}
+
+
+def get_backend(framework: str, *, asked_by: str = "the model config") -> Backend:
+    """The backend for ``framework``, importing the framework on first use.
+
+    Raises:
+        BackendUnavailableError: the framework is not installed.
+    """
+    if framework in _cache:
+        return _cache[framework]
+    if framework not in _MODULES:
+        raise BackendUnavailableError(
+            f"{asked_by} asks for framework {framework!r}; known: {', '.join(_MODULES)}"
+        )
+    module_name, class_name, extra = _MODULES[framework]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"{asked_by} asks for framework {framework!r}, which is not installed "
+            f"({err}); install it with `pip install -e .[{extra}]`"
+        ) from err
+    backend: Backend = getattr(module, class_name)()
+    _cache[framework] = backend
+    return backend

@@ -1,0 +1,275 @@
+"""The PyTorch backend: training loop, checkpoints, safetensors weights, torch.export."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.backends.base import Backend, EpochCallback, ScalarWriter, TrainSession, TrainSettings
+from tasks.data.h5store import BatchStream, DataMeta
+from tasks.errors import ConfigError, CorruptArtifactError
+from tasks.provenance import package_versions
+from tasks.registry import Entry
+
+__all__ = ["TorchBackend"]
+
+
+def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
+
+
+def _primary(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    if isinstance(outputs, tuple | list):
+        return outputs[0]
+    return outputs
+
+
+def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
+    out = _primary(outputs)
+    if loss == "cross_entropy":
+        return F.cross_entropy(out, y.long())
+    return F.mse_loss(out.reshape(y.shape).float(), y.float())
+
+
+def _safe_torch_load(path: Path, device: str) -> Any:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise CorruptArtifactError(
+            f"checkpoint {path} cannot be loaded safely (truncated, tampered with, or not a "
+            f"weights-only file): {str(err).splitlines()[0][:300]}"
+        ) from err
+
+
+class _TorchScalarWriter(ScalarWriter):
+    def __init__(self, logdir: Path) -> None:
+        # tensorboard imports TensorFlow when it is installed unless this marker module
+        # exists; a torch run must not pay for (or be broken by) a TensorFlow import.
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(logdir))
+
+    def add_scalars(self, step: int, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self._writer.add_scalar(name, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _TorchSession(TrainSession):
+    def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
+        torch.manual_seed(settings.seed)  # dropout & co.; a resumed run restores RNG state
+        self.model = model.to(settings.device)
+        self.settings = settings
+        self.optimizer = self._optimizer(settings.optimizer)
+
+    def _optimizer(self, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        name, lr, wd = cfg["name"], cfg["lr"], cfg["weight_decay"]
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
+
+    def _step_metrics(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        objective = self.settings.objective
+        if objective is not None:
+            result = objective.func(model=self.model, batch=batch)
+            loss = result["loss"]
+            named = {k: float(v) for k, v in result.items()}
+            return loss, named
+        outputs = self.model(batch["x"])
+        loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
+        named = {"loss": float(loss.detach())}
+        if self.settings.loss == "cross_entropy":
+            pred = _primary(outputs).detach().argmax(dim=-1)
+            named["accuracy"] = float((pred == batch["y"]).float().mean())
+        return loss, named
+
+    def _run_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
+        self.model.train(train)
+        totals: dict[str, float] = {}
+        rows = 0
+        with torch.set_grad_enabled(train):
+            for raw in stream.epoch(epoch):
+                batch = _to_tensors(raw, self.settings.device)
+                n = len(next(iter(raw.values())))
+                loss, named = self._step_metrics(batch)
+                if train:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                for key, value in named.items():
+                    totals[key] = totals.get(key, 0.0) + value * n
+                rows += n
+        return {k: v / max(rows, 1) for k, v in totals.items()}
+
+    def fit(
+        self,
+        train: BatchStream,
+        val: BatchStream | None,
+        start_epoch: int,
+        on_epoch_end: EpochCallback,
+    ) -> None:
+        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
+            logs = self._run_epoch(train, epoch, train=True)
+            if val is not None and val.rows:
+                logs.update({f"val_{k}": v for k, v in self._run_epoch(val, epoch, False).items()})
+            on_epoch_end(epoch, logs)
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": epoch,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.settings.device.startswith("cuda"):
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        with path.open("wb") as fh:
+            torch.save(state, fh)
+
+    def load_checkpoint(self, path: Path) -> int:
+        state = _safe_torch_load(path, self.settings.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and self.settings.device.startswith("cuda"):
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        return int(state["epoch"])
+
+    def save_weights(self, path: Path) -> None:
+        TorchBackend().save_weights(self.model, path)
+
+
+class TorchBackend(Backend):
+    """PyTorch models (``framework: torch``)."""
+
+    name = "torch"
+    weights_suffix = ".safetensors"
+    checkpoint_suffix = ".pt"
+    export_name = "model.pt2"
+
+    def versions(self) -> dict[str, str]:
+        return package_versions(("torch", "safetensors"))
+
+    def resolve_device(self, requested: str) -> str:
+        if requested == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                "train config key 'device' is 'cuda' but torch sees no CUDA device; "
+                "use device: auto or cpu"
+            )
+        return requested
+
+    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
+        torch.manual_seed(seed)
+        reserved = {"input_shape": meta.input_shape, "num_classes": meta.num_classes, "meta": meta}
+        kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
+        model = entry.func(**kwargs, **params)
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"model builder {entry.name!r} ({entry.qualname}) returned "
+                f"{type(model).__name__}, not a torch.nn.Module"
+            )
+        return model
+
+    def session(self, model: Any, settings: TrainSettings) -> TrainSession:
+        return _TorchSession(model, settings)
+
+    def save_weights(self, model: Any, path: Path) -> None:
+        from safetensors.torch import save_model
+
+        save_model(model, str(path))
+
+    def load_weights(self, model: Any, path: Path) -> None:
+        if path.suffix == self.checkpoint_suffix:
+            state = _safe_torch_load(path, "cpu")["model"]
+            model.load_state_dict(state)
+            return
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        try:
+            missing, unexpected = load_model(model, str(path), strict=True)
+        except (SafetensorError, RuntimeError, OSError) as err:
+            raise CorruptArtifactError(
+                f"weights file {path} cannot be loaded (truncated, tampered with, or from a "
+                f"different architecture): {str(err).splitlines()[0][:300]}"
+            ) from err
+
+    def predict(
+        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
+        model.eval()
+        model.to(device)
+        chunks: list[Any] = []
+        with torch.no_grad():
+            for raw in batches:
+                out = model(_to_tensors(raw, device)["x"])
+                chunks.append(_to_numpy(out))
+        return _concat(chunks)
+
+    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+        out = torch.from_numpy(np.asarray(_primary(outputs)))
+        return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
+
+    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+        return _TorchScalarWriter(logdir)
+
+    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
+        model = model.eval().to("cpu")
+        shape = (2, *meta.input_shape)
+        dtype = getattr(torch, meta.arrays["x"]["dtype"]) if "x" in meta.arrays else torch.float32
+        example = torch.zeros(shape, dtype=dtype)
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+
+    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        program = torch.export.load(str(path))
+        module = program.module()
+
+        def run(batch: Mapping[str, np.ndarray]) -> Any:
+            with torch.no_grad():
+                return _to_numpy(module(torch.from_numpy(np.ascontiguousarray(batch["x"]))))
+
+        return run
+
+
+def _to_numpy(out: Any) -> Any:
+    if isinstance(out, dict):
+        return {k: v.detach().cpu().numpy() for k, v in out.items()}
+    if isinstance(out, tuple | list):
+        return tuple(v.detach().cpu().numpy() for v in out)
+    return out.detach().cpu().numpy()
+
+
+def _concat(chunks: list[Any]) -> Any:
+    if not chunks:
+        return np.zeros((0,))
+    first = chunks[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([c[k] for c in chunks]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(np.concatenate([c[i] for c in chunks]) for i in range(len(first)))
+    return np.concatenate(chunks)

@@ -1,0 +1,130 @@
+"""The interface every framework backend implements.
+
+Tasks talk to frameworks only through :class:`Backend` and :class:`TrainSession`; the
+framework-agnostic parts (epochs bookkeeping, metrics.csv, checkpoint rotation, best
+selection, resume) live in the tasks. A backend module imports its framework at import
+time, and is itself imported only when a model config names that framework.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.data.h5store import BatchStream, DataMeta
+from tasks.registry import Entry
+
+__all__ = ["Backend", "EpochCallback", "ScalarWriter", "TrainSession", "TrainSettings"]
+
+# Called once per finished epoch (1-based) with that epoch's train/val metrics.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a backend needs from the resolved train config."""
+
+    epochs: int
+    batch_size: int
+    optimizer: Mapping[str, Any]
+    loss: str
+    seed: int
+    device: str
+    objective: Entry | None
+    meta: DataMeta
+
+
+class ScalarWriter(ABC):
+    """Writes per-epoch scalars as TensorBoard event files."""
+
+    @abstractmethod
+    def add_scalars(self, step: int, values: Mapping[str, float]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class TrainSession(ABC):
+    """One model being trained: its optimizer, RNG state and epoch loop."""
+
+    @abstractmethod
+    def fit(
+        self,
+        train: BatchStream,
+        val: BatchStream | None,
+        start_epoch: int,
+        on_epoch_end: EpochCallback,
+    ) -> None:
+        """Train epochs ``start_epoch + 1`` … ``settings.epochs``, calling back after each."""
+
+    @abstractmethod
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        """Write model, optimizer and RNG state to ``path`` (a temporary name)."""
+
+    @abstractmethod
+    def load_checkpoint(self, path: Path) -> int:
+        """Restore state saved by :meth:`save_checkpoint`; return its epoch."""
+
+    @abstractmethod
+    def save_weights(self, path: Path) -> None:
+        """Write the current weights (only) to ``path``."""
+
+
+class Backend(ABC):
+    """A framework: build, train, save, load and run models."""
+
+    name: str
+    weights_suffix: str
+    checkpoint_suffix: str
+    export_name: str
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Versions of the framework packages, for run.json."""
+
+    @abstractmethod
+    def resolve_device(self, requested: str) -> str:
+        """``auto`` → the best available device; checks ``cuda`` is really there."""
+
+    @abstractmethod
+    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
+        """Build a fresh model with the registered builder, seeded."""
+
+    @abstractmethod
+    def session(self, model: Any, settings: TrainSettings) -> TrainSession:
+        """Start training ``model``."""
+
+    @abstractmethod
+    def save_weights(self, model: Any, path: Path) -> None:
+        """Write ``model``'s weights to ``path`` in a format that needs no unpickling."""
+
+    @abstractmethod
+    def load_weights(self, model: Any, path: Path) -> None:
+        """Load weights written by :meth:`save_weights` (or from a checkpoint) into ``model``."""
+
+    @abstractmethod
+    def predict(
+        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
+        """Run ``model`` in inference mode over the batches and concatenate the outputs."""
+
+    @abstractmethod
+    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+        """The mean training loss of ``outputs`` against ``targets`` (for evaluation)."""
+
+    @abstractmethod
+    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+        """A TensorBoard writer for ``logdir``."""
+
+    @abstractmethod
+    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
+        """Write a code-free inference artifact (no model-building code needed to load it)."""
+
+    @abstractmethod
+    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        """Load an artifact written by :meth:`export` as a ``batch → outputs`` callable."""

@@ -1,0 +1,1 @@
+"""Built-in TensorFlow/Keras model builders (registered without importing TensorFlow)."""

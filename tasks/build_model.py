@@ -1,0 +1,59 @@
+"""BuildModel: build the model a model config describes and store its initial weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from tasks.atomic import atomic_path, atomic_write_text
+from tasks.backends import get_backend
+from tasks.base import ForgeTask, ModelParams
+from tasks.config.yamlio import dump_yaml
+from tasks.data.h5store import read_meta
+from tasks.layout import DATA_FILE
+from tasks.prepare_data import PrepareData
+from tasks.registry import get_entry
+
+__all__ = ["BuildModel", "INITIAL_WEIGHTS", "MODEL_CONFIG_FILE"]
+
+logger = logging.getLogger("forge")
+
+MODEL_CONFIG_FILE = "model.yaml"
+INITIAL_WEIGHTS = "initial"
+
+
+def _parameter_count(model: Any) -> int | None:
+    if hasattr(model, "parameters"):
+        return int(sum(p.numel() for p in model.parameters()))
+    if hasattr(model, "count_params"):
+        return int(model.count_params())
+    return None
+
+
+class BuildModel(ModelParams, ForgeTask):
+    """Build the model for ``(data, model)`` configs into ``<data dir>/<model>-<hash>/``."""
+
+    level = "model"
+
+    def requires(self) -> PrepareData:
+        return PrepareData(**self.upstream_kwargs("data"))
+
+    def produce(self, directory: Path) -> None:
+        resolved = self.spec["model"].config
+        backend = get_backend(resolved["framework"], asked_by=f"model config {self.spec['model'].source}")
+        entry = get_entry("model", resolved["builder"], resolved["framework"])
+        meta = read_meta(self.spec.dirs["data"] / DATA_FILE)
+        model = backend.build(entry, resolved["params"], meta, seed=resolved["seed"])
+        with atomic_path(directory / (INITIAL_WEIGHTS + backend.weights_suffix)) as tmp:
+            backend.save_weights(model, tmp)
+        atomic_write_text(directory / MODEL_CONFIG_FILE, dump_yaml(resolved))
+        summary = {
+            "framework": backend.name,
+            "builder": {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()},
+            "parameters": _parameter_count(model),
+            "architecture": str(model) if backend.name == "torch" else None,
+        }
+        atomic_write_text(directory / "model.json", json.dumps(summary, indent=2) + "\n")
+        logger.info("built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"])

@@ -1,0 +1,95 @@
+"""Checkpoint files of a Train run: naming, committing, finding the newest good one.
+
+A checkpoint ``checkpoints/epoch-0003.<ext>`` counts only once its sidecar
+``epoch-0003.json`` exists; the sidecar is written (atomically) after the checkpoint, so a
+crash mid-write leaves an uncommitted checkpoint that resume ignores and the next run
+cleans. The best weights so far are kept as ``best-0002.<ext>`` next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.atomic import atomic_write_text
+
+__all__ = ["CHECKPOINT_DIR", "CheckpointInfo", "best_path", "checkpoint_path", "committed", "prune"]
+
+CHECKPOINT_DIR = "checkpoints"
+_PATTERN = re.compile(r"^epoch-(\d+)\.json$")
+_BEST = re.compile(r"^best-(\d+)\.")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint and the bookkeeping stored beside it."""
+
+    epoch: int
+    path: Path
+    best_epoch: int | None
+    best_value: float | None
+
+
+def checkpoint_path(directory: Path, epoch: int, suffix: str) -> Path:
+    return directory / CHECKPOINT_DIR / f"epoch-{epoch:04d}{suffix}"
+
+
+def best_path(directory: Path, epoch: int, suffix: str) -> Path:
+    return directory / CHECKPOINT_DIR / f"best-{epoch:04d}{suffix}"
+
+
+def commit(directory: Path, epoch: int, suffix: str, bookkeeping: dict[str, Any]) -> None:
+    """Mark the checkpoint of ``epoch`` as complete by writing its sidecar."""
+    sidecar = directory / CHECKPOINT_DIR / f"epoch-{epoch:04d}.json"
+    record = {"epoch": epoch, "file": checkpoint_path(directory, epoch, suffix).name, **bookkeeping}
+    atomic_write_text(sidecar, json.dumps(record) + "\n")
+
+
+def committed(directory: Path) -> list[CheckpointInfo]:
+    """Committed checkpoints, oldest first."""
+    folder = directory / CHECKPOINT_DIR
+    found = []
+    if not folder.is_dir():
+        return found
+    for entry in folder.iterdir():
+        match = _PATTERN.match(entry.name)
+        if not match:
+            continue
+        try:
+            record = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            continue
+        path = folder / str(record.get("file", ""))
+        if path.parent != folder or not path.exists():
+            continue
+        found.append(
+            CheckpointInfo(int(match.group(1)), path, record.get("best_epoch"), record.get("best_value"))
+        )
+    return sorted(found, key=lambda info: info.epoch)
+
+
+def prune(directory: Path, *, after: int | None = None, keep_best: int | None = None) -> None:
+    """Remove what a resumed or advancing run no longer needs.
+
+    Args:
+        after: drop checkpoints and best-weight files of epochs after this one (they belong
+            to a run that crashed before committing them).
+        keep_best: drop best-weight files other than this epoch's that are older than it.
+    """
+    folder = directory / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        best = _BEST.match(entry.name)
+        epoch_match = re.match(r"^epoch-(\d+)\.", entry.name)
+        if best:
+            epoch = int(best.group(1))
+            if (after is not None and epoch > after) or (
+                keep_best is not None and epoch < keep_best
+            ):
+                entry.unlink(missing_ok=True)
+        elif epoch_match and after is not None and int(epoch_match.group(1)) > after:
+            entry.unlink(missing_ok=True)

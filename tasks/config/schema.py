@@ -1,0 +1,105 @@
+"""Schemas of the four config sections, validated with pydantic.
+
+Each model forbids unknown keys and fills in the documented defaults, so the resolved
+config (``model_dump``) is complete and canonical: writing a default explicitly or
+reordering keys yields the same resolved config, hence the same experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
+
+__all__ = [
+    "SECTIONS",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "SplitConfig",
+    "TrainConfig",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class SplitConfig(_Strict):
+    """How PrepareData splits the loaded arrays."""
+
+    val: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitConfig:
+        if self.val + self.test >= 1.0:
+            raise ValueError("val + test must be below 1 so that rows are left for training")
+        return self
+
+
+class DataConfig(_Strict):
+    """``configs/data/*.yaml``: which registered loader, its arguments, and the split."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    loader: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+
+class ModelConfig(_Strict):
+    """``configs/model/*.yaml``: framework, registered builder and its arguments."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    framework: Literal["torch", "tensorflow"]
+    builder: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    objective: str | None = None
+    seed: int = 0
+
+
+class OptimizerConfig(_Strict):
+    """The optimizer and its hyperparameters."""
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(0.001, gt=0.0)
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: NonNegativeFloat = 0.0
+
+
+class TrainConfig(_Strict):
+    """``configs/train/*.yaml``: how Train fits the model."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    seed: int = 0
+    checkpoint_every: PositiveInt = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    shuffle: bool = True
+
+
+class EvalConfig(_Strict):
+    """``configs/eval/*.yaml``: which split and checkpoint Evaluate scores, with which metrics."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    split: Literal["train", "val", "test"] = "test"
+    checkpoint: Literal["best", "last"] | PositiveInt = "best"
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "loss"], min_length=1)
+    batch_size: PositiveInt = 256
+
+
+SECTIONS: dict[str, type[_Strict]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}

@@ -1,0 +1,273 @@
+"""The ``data.h5`` file: writing the split arrays, reading metadata, streaming batches.
+
+Layout: groups ``train``, ``val`` and ``test``, each holding one dataset per array
+(``x``, ``y``, or any named arrays), chunked along rows. Root attributes describe the
+arrays (per-row shape and dtype), the class count and the config digest. Train reads
+batches through :class:`BatchStream`, which keeps at most a fixed memory budget of rows
+in memory, so a file larger than memory trains as well as a small one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.errors import DataError
+
+__all__ = ["SPLITS", "BatchStream", "DataMeta", "read_meta", "read_split", "write_splits"]
+
+SPLITS = ("train", "val", "test")
+_CHUNK_BYTES = 1 << 20
+_COPY_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class DataMeta:
+    """What a model builder is told about the data.
+
+    Attributes:
+        arrays: name → {"shape": per-row shape, "dtype": dtype string}.
+        num_classes: number of classes of ``y`` when it holds class labels, else None.
+        task: ``classification``, ``regression`` or ``unsupervised``.
+        rows: split → number of rows.
+    """
+
+    arrays: dict[str, dict[str, Any]]
+    num_classes: int | None
+    task: str
+    rows: dict[str, int]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        first = "x" if "x" in self.arrays else next(iter(self.arrays))
+        return tuple(self.arrays[first]["shape"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arrays": self.arrays,
+            "num_classes": self.num_classes,
+            "task": self.task,
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataMeta:
+        return cls(
+            arrays={k: {"shape": list(v["shape"]), "dtype": v["dtype"]} for k, v in data["arrays"].items()},
+            num_classes=data.get("num_classes"),
+            task=data["task"],
+            rows=dict(data["rows"]),
+        )
+
+
+def _check_arrays(arrays: Mapping[str, Any], where: str) -> int:
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise DataError(f"{where}: the loader must return a non-empty dict of arrays")
+    lengths = {}
+    for name, arr in arrays.items():
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            raise DataError(f"{where}: array name {name!r} must be letters, digits and '_'")
+        if not hasattr(arr, "shape") or len(arr.shape) == 0:
+            raise DataError(f"{where}: array {name!r} must be an array with a row axis")
+        if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+            raise DataError(f"{where}: array {name!r} has dtype {arr.dtype}; only numbers are stored")
+        lengths[name] = arr.shape[0]
+    if len(set(lengths.values())) != 1:
+        raise DataError(
+            f"{where}: arrays have different lengths {lengths}; every array needs one row per example"
+        )
+    n = next(iter(lengths.values()))
+    if n < 3:
+        raise DataError(f"{where}: only {n} rows; at least 3 are needed to split")
+    return int(n)
+
+
+def _infer_task(arrays: Mapping[str, Any]) -> tuple[str, int | None]:
+    if "y" not in arrays:
+        return "unsupervised", None
+    y = np.asarray(arrays["y"][: min(len(arrays["y"]), 1_000_000)])
+    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
+        if y.min() < 0:
+            raise DataError("labels 'y' must be non-negative class indices")
+        return "classification", int(np.asarray(arrays["y"]).max()) + 1
+    return "regression", None
+
+
+def _split_indices(n: int, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test))
+    n_val = int(round(n * val))
+    parts = {
+        "test": order[:n_test],
+        "val": order[n_test : n_test + n_val],
+        "train": order[n_test + n_val :],
+    }
+    # Sorted indices let h5py and numpy read lazily stored arrays in one forward pass.
+    return {k: np.sort(v) for k, v in parts.items()}
+
+
+def write_splits(
+    path: Path,
+    arrays: Mapping[str, Any],
+    split: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    where: str,
+) -> DataMeta:
+    """Split ``arrays`` and write them to a new HDF5 file at ``path``.
+
+    Args:
+        path: the (temporary) file to write.
+        arrays: name → array-like with a row axis (numpy or h5py datasets).
+        split: ``{"val": fraction, "test": fraction, "seed": int}``.
+        attrs: extra root attributes (config digest, ...).
+        where: the data config, for messages.
+
+    Returns:
+        The metadata also stored in the file.
+
+    Raises:
+        DataError: arrays are unusable (mismatched lengths, NaN/inf, non-numeric).
+    """
+    import h5py
+
+    n = _check_arrays(arrays, where)
+    task, num_classes = _infer_task(arrays)
+    indices = _split_indices(n, float(split["val"]), float(split["test"]), int(split["seed"]))
+    if len(indices["train"]) == 0:
+        raise DataError(f"{where}: the split leaves no training rows")
+    meta = DataMeta(
+        arrays={
+            k: {"shape": list(v.shape[1:]), "dtype": str(np.dtype(v.dtype))} for k, v in arrays.items()
+        },
+        num_classes=num_classes,
+        task=task,
+        rows={k: int(len(v)) for k, v in indices.items()},
+    )
+    with h5py.File(path, "w", libver="latest") as fh:
+        for split_name, idx in indices.items():
+            group = fh.create_group(split_name)
+            for name, arr in arrays.items():
+                row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize)
+                chunk_rows = max(1, min(len(idx) or 1, _CHUNK_BYTES // row_bytes))
+                ds = group.create_dataset(
+                    name,
+                    shape=(len(idx), *arr.shape[1:]),
+                    dtype=arr.dtype,
+                    chunks=(chunk_rows, *arr.shape[1:]) if len(idx) else None,
+                )
+                for start in range(0, len(idx), _COPY_ROWS):
+                    block = np.asarray(arr[idx[start : start + _COPY_ROWS]])
+                    if np.issubdtype(block.dtype, np.floating) and not np.all(np.isfinite(block)):
+                        raise DataError(
+                            f"{where}: array {name!r} contains NaN or infinite values; "
+                            "clean or impute them before training"
+                        )
+                    ds[start : start + len(block)] = block
+        fh.attrs["forge_meta"] = json.dumps(meta.to_dict())
+        fh.attrs["num_classes"] = -1 if num_classes is None else num_classes
+        fh.attrs["task"] = task
+        for key, value in attrs.items():
+            fh.attrs[key] = value
+    return meta
+
+
+def read_meta(path: Path) -> DataMeta:
+    """Read the metadata PrepareData stored in ``data.h5``."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return DataMeta.from_dict(json.loads(fh.attrs["forge_meta"]))
+
+
+def read_split(path: Path, split: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Load one split's arrays fully into memory (for evaluation and inspection)."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        group = fh[split]
+        return {k: group[k][()] for k in (names or list(group))}
+
+
+class BatchStream:
+    """Shuffled mini-batches of one split, read from ``data.h5`` within a memory budget.
+
+    When the split fits in ``buffer_bytes`` it is read once and reshuffled in memory every
+    epoch (exact permutation). Otherwise contiguous blocks of rows are read in a shuffled
+    order and shuffled within a buffer ("block shuffle"), so memory stays bounded.
+    The order depends only on ``(seed, epoch)``: a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        buffer_bytes: int = 1 << 30,
+        names: list[str] | None = None,
+    ) -> None:
+        import h5py
+
+        self.path = Path(path)
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        with h5py.File(self.path, "r") as fh:
+            group = fh[split]
+            self.names = names or sorted(group)
+            self.rows = int(group[self.names[0]].shape[0])
+            row_bytes = sum(
+                int(np.prod(group[k].shape[1:], dtype=np.int64)) * group[k].dtype.itemsize
+                for k in self.names
+            )
+        self.block_rows = max(batch_size, buffer_bytes // max(1, row_bytes))
+        self._cache: dict[str, np.ndarray] | None = None
+        if self.rows <= self.block_rows:
+            self._cache = read_split(self.path, split, self.names)
+
+    def __len__(self) -> int:
+        return -(-self.rows // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the batches of ``epoch`` (dicts of numpy arrays)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self._cache is not None:
+            yield from self._batches(self._cache, rng)
+            return
+        import h5py
+
+        starts = np.arange(0, self.rows, self.block_rows)
+        if self.shuffle:
+            rng.shuffle(starts)
+        with h5py.File(self.path, "r") as fh:
+            group = fh[self.split]
+            carry: dict[str, np.ndarray] | None = None
+            for start in starts:
+                block = {k: group[k][start : start + self.block_rows] for k in self.names}
+                if carry is not None:
+                    block = {k: np.concatenate([carry[k], block[k]]) for k in self.names}
+                full = (len(block[self.names[0]]) // self.batch_size) * self.batch_size
+                yield from self._batches({k: v[:full] for k, v in block.items()}, rng)
+                carry = {k: v[full:] for k, v in block.items()}
+            if carry is not None and len(carry[self.names[0]]):
+                yield from self._batches(carry, rng)
+
+    def _batches(
+        self, arrays: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> Iterator[dict[str, np.ndarray]]:
+        n = len(arrays[self.names[0]])
+        order = rng.permutation(n) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield {k: v[start : start + self.batch_size] for k, v in arrays.items()}
+            else:
+                take = order[start : start + self.batch_size]
+                yield {k: v[take] for k, v in arrays.items()}

@@ -1,0 +1,139 @@
+"""Built-in dataset loaders: bundled and generated data, and users' own files.
+
+Every loader returns a dict of equally long arrays (``{"x": ..., "y": ...}``). Nothing is
+downloaded: ``digits`` ships inside scikit-learn, ``moons`` and ``blobs`` are generated,
+and ``npz``/``csv``/``hdf5`` read the user's files without unpickling or following links.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.errors import DataError
+from tasks.registry import register_dataset
+
+__all__ = ["blobs", "csv", "digits", "hdf5", "moons", "npz"]
+
+
+@register_dataset("digits")
+def digits(as_image: bool = False) -> dict[str, Any]:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), scaled to [0, 1].
+
+    Args:
+        as_image: shape ``x`` as images ``(n, 8, 8, 1)`` (channels last) instead of ``(n, 64)``.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype(np.float32)
+    if as_image:
+        x = x.reshape(-1, 8, 8, 1)
+    return {"x": x, "y": bunch.target.astype(np.int64)}
+
+
+@register_dataset("moons")
+def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """Two interleaving half circles (binary classification), generated."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
+    return {"x": x.astype(np.float32), "y": y.astype(np.int64)}
+
+
+@register_dataset("blobs")
+def blobs(
+    n_samples: int = 1000,
+    centers: int = 3,
+    n_features: int = 2,
+    cluster_std: float = 1.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Isotropic Gaussian blobs (multi-class classification), generated."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(
+        n_samples=n_samples,
+        centers=centers,
+        n_features=n_features,
+        cluster_std=cluster_std,
+        random_state=seed,
+    )
+    return {"x": x.astype(np.float32), "y": y.astype(np.int64)}
+
+
+@register_dataset("npz")
+def npz(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]:
+    """Arrays from a ``.npz`` file (loaded with ``allow_pickle=False``)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return _pick(dict(archive.items()), path, x_key, y_key)
+    except ValueError as err:  # object arrays need pickle: refuse them
+        raise DataError(f"data file {path}: cannot be read without unpickling ({err})") from err
+    except (OSError, EOFError) as err:
+        raise DataError(f"data file {path}: not a readable .npz archive ({err})") from err
+
+
+@register_dataset("csv")
+def csv(path: str, target: str = "y", delimiter: str = ",") -> dict[str, Any]:
+    """A CSV file with a header row; ``target`` names the label column, the rest form ``x``."""
+    try:
+        with Path(path).open(encoding="utf-8") as fh:
+            header = fh.readline().strip().split(delimiter)
+            table = np.loadtxt(fh, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"data file {path}: cannot be parsed as numeric CSV ({err})") from err
+    if target not in header:
+        raise DataError(
+            f"data file {path}: no column {target!r} for params.target; columns: {header}"
+        )
+    col = header.index(target)
+    y = table[:, col]
+    x = np.delete(table, col, axis=1).astype(np.float32)
+    y_out = y.astype(np.int64) if np.all(np.mod(y, 1) == 0) else y.astype(np.float32)
+    return {"x": x, "y": y_out}
+
+
+@register_dataset("hdf5")
+def hdf5(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]:
+    """Datasets from an HDF5 file, refusing external links, external storage and virtual data."""
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"data file {path}: not a readable HDF5 file ({err})") from err
+    with fh:
+        arrays: dict[str, Any] = {}
+        for key in [k for k in (x_key, y_key) if k]:
+            link = fh.get(key, getlink=True)
+            if link is None:
+                raise DataError(f"data file {path}: no dataset {key!r}; it has {list(fh)}")
+            if not isinstance(link, h5py.HardLink):
+                raise DataError(
+                    f"data file {path}: {key!r} is a {type(link).__name__}; links to other "
+                    "files or paths are refused, store the data in the file itself"
+                )
+            ds = fh[key]
+            if not isinstance(ds, h5py.Dataset):
+                raise DataError(f"data file {path}: {key!r} is not a dataset")
+            if ds.external or ds.is_virtual:
+                raise DataError(
+                    f"data file {path}: {key!r} uses external or virtual storage; refused, "
+                    "store the data in the file itself"
+                )
+            arrays[key] = ds[()]
+        return _pick(arrays, path, x_key, y_key)
+
+
+def _pick(arrays: dict[str, Any], path: str, x_key: str, y_key: str | None) -> dict[str, Any]:
+    keys = [k for k in (x_key, y_key) if k]
+    for key in keys:
+        if key not in arrays:
+            raise DataError(f"data file {path}: no array {key!r}; it has {sorted(arrays)}")
+    out = {"x": np.asarray(arrays[x_key])}
+    if y_key:
+        out["y"] = np.asarray(arrays[y_key])
+    return out

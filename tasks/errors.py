@@ -1,0 +1,74 @@
+"""The one exception hierarchy of Forge.
+
+Every error Forge raises on purpose derives from :class:`ForgeError`, so callers can catch
+them all at once and the command line can print them as one clean line::
+
+    ForgeError
+     ├── ConfigError              a config file, key or override is wrong
+     │    └── RegistryError       a loader/builder/objective/metric name is not registered
+     ├── DataError                a dataset's arrays are unusable (NaNs, mismatched lengths, ...)
+     ├── BackendUnavailableError  the framework a model config asks for is not installed
+     ├── ExperimentError          something about a stored experiment is wrong
+     │    ├── ExperimentNotFoundError   no finished experiment at that path / for those configs
+     │    └── CorruptArtifactError      a weight / checkpoint / export file is truncated or unsafe
+     ├── StorageError             writing results failed (disk full, I/O error, read-only dir)
+     └── AlreadyRunningError      another process is running the same step right now
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyRunningError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "CorruptArtifactError",
+    "DataError",
+    "ExperimentError",
+    "ExperimentNotFoundError",
+    "ForgeError",
+    "RegistryError",
+    "StorageError",
+]
+
+
+class ForgeError(Exception):
+    """Root of every error Forge raises deliberately."""
+
+
+class ConfigError(ForgeError):
+    """A config file, one of its keys, or an override is invalid.
+
+    The message names the file and the full dotted key, and says how to fix it.
+    """
+
+
+class RegistryError(ConfigError):
+    """A config names a loader, builder, objective or metric that is not registered."""
+
+
+class DataError(ForgeError):
+    """A dataset's arrays cannot be used as they are."""
+
+
+class BackendUnavailableError(ForgeError):
+    """The framework a model config asks for cannot be imported."""
+
+
+class ExperimentError(ForgeError):
+    """A stored experiment cannot be used."""
+
+
+class ExperimentNotFoundError(ExperimentError):
+    """No finished experiment exists at a path or for a set of configs."""
+
+
+class CorruptArtifactError(ExperimentError):
+    """A stored artifact (weights, checkpoint, export) is truncated, tampered with or unsafe."""
+
+
+class StorageError(ForgeError):
+    """Results could not be written (disk full, I/O error, read-only directory)."""
+
+
+class AlreadyRunningError(ForgeError):
+    """Another process holds the lock of the same experiment step."""

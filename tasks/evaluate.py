@@ -1,0 +1,108 @@
+"""Evaluate: score a trained experiment on a split; cheap to rerun with another eval config."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.atomic import atomic_path, atomic_write_text
+from tasks.base import EvalParams, ForgeTask
+from tasks.config.yamlio import dump_yaml
+from tasks.data.h5store import BatchStream, read_split
+from tasks.experiment import StoredExperiment
+from tasks.metrics import LOSS_METRIC
+from tasks.registry import get_entry
+from tasks.train import Train
+
+__all__ = ["Evaluate"]
+
+logger = logging.getLogger("forge")
+
+
+def _named_outputs(outputs: Any) -> dict[str, np.ndarray]:
+    if isinstance(outputs, dict):
+        return {str(k): np.asarray(v) for k, v in outputs.items()}
+    if isinstance(outputs, tuple | list):
+        return {f"output_{i}": np.asarray(v) for i, v in enumerate(outputs)}
+    return {"output": np.asarray(outputs)}
+
+
+def _write_predictions(path: Path, outputs: Any, arrays: dict[str, np.ndarray]) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as fh:
+        group = fh.create_group("outputs")
+        for name, value in _named_outputs(outputs).items():
+            group.create_dataset(name, data=value)
+        targets = fh.create_group("targets")
+        for name, value in arrays.items():
+            if name != "x":
+                targets.create_dataset(name, data=value)
+
+
+def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = np.argmax(_named_outputs(outputs)[next(iter(_named_outputs(outputs)))], axis=-1)
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y.astype(np.int64), pred), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class Evaluate(EvalParams, ForgeTask):
+    """Score an experiment: ``<experiment>/eval/<eval>-<hash>/`` with metrics, predictions, plots."""
+
+    level = "eval"
+
+    def requires(self) -> Train:
+        return Train(**self.upstream_kwargs("train"))
+
+    def produce(self, directory: Path) -> None:
+        cfg = self.spec["eval"].config
+        experiment = StoredExperiment(self.spec.dirs["train"])
+        backend = experiment.backend
+        model = experiment.build_model(cfg["checkpoint"])
+        device = backend.resolve_device(experiment.config["train"]["device"])
+        stream = BatchStream(experiment.data_file, cfg["split"], cfg["batch_size"], shuffle=False)
+        outputs = backend.predict(model, stream.epoch(0), device)
+        arrays = read_split(experiment.data_file, cfg["split"])
+        metrics: dict[str, float] = {}
+        for name in cfg["metrics"]:
+            if name == LOSS_METRIC:
+                if "y" in arrays:
+                    loss = experiment.config["train"]["loss"]
+                    metrics[name] = backend.loss_value(outputs, arrays["y"], loss)
+                continue
+            metrics[name] = float(get_entry("metric", name).func(outputs, arrays))
+        record = {
+            "split": cfg["split"],
+            "checkpoint": cfg["checkpoint"],
+            "rows": int(len(next(iter(arrays.values())))),
+            "metrics": metrics,
+        }
+        atomic_write_text(directory / "metrics.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(directory / "eval.yaml", dump_yaml(cfg))
+        with atomic_path(directory / "predictions.h5") as tmp:
+            _write_predictions(tmp, outputs, arrays)
+        num_classes = experiment.meta.num_classes
+        if num_classes and "y" in arrays:
+            with atomic_path(directory / "confusion_matrix.png") as tmp:
+                _plot_confusion(tmp, outputs, arrays["y"], num_classes)
+        logger.info("evaluation on %s: %s", cfg["split"], metrics)

@@ -1,0 +1,119 @@
+"""Read a finished experiment directory and rebuild its model, without the original configs.
+
+Everything needed is inside the experiment: ``config.yaml`` (the resolved data, model and
+train configs), the weights under ``model/`` and ``checkpoints/``, and the data two levels
+up. Paths are confined to the results tree of the experiment; YAML is read with
+``safe_load`` and weights without unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from tasks.backends import get_backend
+from tasks.backends.base import Backend
+from tasks.checkpoints import committed
+from tasks.config.yamlio import load_yaml_file
+from tasks.data.h5store import DataMeta, read_meta
+from tasks.errors import CorruptArtifactError, ExperimentNotFoundError
+from tasks.layout import CONFIG_FILE, DATA_FILE, RUN_FILE, SUCCESS
+from tasks.registry import get_entry
+from tasks.train import MODEL_DIR
+
+__all__ = ["StoredExperiment"]
+
+
+def _confined(path: Path, root: Path) -> Path:
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise CorruptArtifactError(
+            f"{path} points outside the experiment's results tree ({root}); refusing to read it"
+        )
+    return resolved
+
+
+@dataclass
+class StoredExperiment:
+    """A Train output directory, read back from its files."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        if not (self.directory / CONFIG_FILE).is_file():
+            raise ExperimentNotFoundError(
+                f"{self.directory} is not an experiment directory (no {CONFIG_FILE}); "
+                "point at <results>/<data>-<hash>/<model>-<hash>/<train>-<hash>"
+            )
+
+    @property
+    def complete(self) -> bool:
+        return (self.directory / SUCCESS).is_file()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory.parent.parent
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return load_yaml_file(self.directory / CONFIG_FILE, what="stored experiment config")
+
+    @cached_property
+    def run_record(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.directory / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def framework(self) -> str:
+        return str(self.config["model"]["framework"])
+
+    @cached_property
+    def backend(self) -> Backend:
+        return get_backend(self.framework, asked_by=f"experiment {self.directory}")
+
+    @property
+    def data_file(self) -> Path:
+        return _confined(self.data_dir / DATA_FILE, self.data_dir)
+
+    @cached_property
+    def meta(self) -> DataMeta:
+        return read_meta(self.data_file)
+
+    def weights_path(self, checkpoint: str | int = "best") -> Path:
+        """The weights file for ``best``, ``last`` or an epoch number.
+
+        Raises:
+            ExperimentNotFoundError: no such checkpoint was stored.
+        """
+        suffix = self.backend.weights_suffix
+        if checkpoint in ("best", "last"):
+            path = self.directory / MODEL_DIR / f"{checkpoint}{suffix}"
+        else:
+            epoch = int(checkpoint)
+            matches = [c.path for c in committed(self.directory) if c.epoch == epoch]
+            if not matches:
+                stored = [c.epoch for c in committed(self.directory)]
+                raise ExperimentNotFoundError(
+                    f"{self.directory} has no checkpoint of epoch {epoch}; stored epochs: {stored}"
+                )
+            path = matches[0]
+        if not path.is_file():
+            raise ExperimentNotFoundError(f"{path} does not exist; is the experiment finished?")
+        return _confined(path, self.directory)
+
+    def build_model(self, checkpoint: str | int = "best") -> Any:
+        """Rebuild the model through its registered builder and load the stored weights."""
+        model_cfg = self.config["model"]
+        entry = get_entry(
+            "model", model_cfg["builder"], model_cfg["framework"],
+            where=f"stored config {self.directory / CONFIG_FILE}",
+        )
+        model = self.backend.build(entry, model_cfg["params"], self.meta, seed=model_cfg.get("seed", 0))
+        self.backend.load_weights(model, self.weights_path(checkpoint))
+        return model

@@ -1,0 +1,71 @@
+"""Where each step's files live inside the results directory.
+
+Each step nests under its upstream, so sharing follows the dependency graph::
+
+    <results>/<data>-<hash>/                 PrepareData
+      <model>-<hash>/                        BuildModel
+        <train>-<hash>/                      Train: the experiment directory
+          eval/<eval>-<hash>/                Evaluate
+
+A directory's short hash is checked against the full digest stored in it (``.digest``),
+and lengthened on the rare collision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.atomic import atomic_write_text
+
+__all__ = [
+    "CONFIG_FILE",
+    "DATA_FILE",
+    "DIGEST_FILE",
+    "EVAL_DIR",
+    "METRICS_FILE",
+    "PARAMS_FILE",
+    "RUN_FILE",
+    "SUCCESS",
+    "claim_dir",
+    "child_dir",
+    "is_complete",
+]
+
+SUCCESS = "_SUCCESS"
+DIGEST_FILE = ".digest"
+DATA_FILE = "data.h5"
+CONFIG_FILE = "config.yaml"
+PARAMS_FILE = "params.json"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.csv"
+EVAL_DIR = "eval"
+_SHORT_LENGTHS = (8, 12, 16, 64)
+
+
+def child_dir(parent: Path, name: str, digest: str) -> Path:
+    """The directory for ``name`` with content ``digest`` under ``parent``.
+
+    Returns the first ``<name>-<digest prefix>`` that is free or already holds this digest.
+    """
+    for length in _SHORT_LENGTHS:
+        candidate = parent / f"{name}-{digest[:length]}"
+        stored = candidate / DIGEST_FILE
+        try:
+            existing = stored.read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return candidate
+        if existing == digest:
+            return candidate
+    raise RuntimeError(f"hash collision on the full digest {digest} under {parent}")
+
+
+def claim_dir(directory: Path, digest: str) -> None:
+    """Create ``directory`` and record the digest it belongs to."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / DIGEST_FILE).exists():
+        atomic_write_text(directory / DIGEST_FILE, digest + "\n")
+
+
+def is_complete(directory: Path) -> bool:
+    """Whether the step owning ``directory`` finished writing it."""
+    return (directory / SUCCESS).is_file()

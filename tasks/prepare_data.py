@@ -1,0 +1,50 @@
+"""PrepareData: load a dataset through its registered loader, split it, write ``data.h5``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from tasks.atomic import atomic_path, atomic_write_text
+from tasks.base import DataParams, ForgeTask
+from tasks.config.yamlio import dump_yaml
+from tasks.data.h5store import write_splits
+from tasks.layout import DATA_FILE
+from tasks.registry import get_entry
+
+__all__ = ["DATA_CONFIG_FILE", "META_FILE", "PrepareData"]
+
+logger = logging.getLogger("forge")
+
+DATA_CONFIG_FILE = "data.yaml"
+META_FILE = "meta.json"
+
+
+class PrepareData(DataParams, ForgeTask):
+    """Turn a data config into ``<results>/<data>-<hash>/data.h5`` (+ ``data.yaml``, ``meta.json``)."""
+
+    level = "data"
+
+    def produce(self, directory: Path) -> None:
+        resolved = self.spec["data"]
+        entry = get_entry("dataset", resolved.config["loader"])
+        logger.info("loading dataset %r with %s", entry.name, resolved.config["params"])
+        arrays = entry.func(**resolved.config["params"])
+        with atomic_path(directory / DATA_FILE) as tmp:
+            meta = write_splits(
+                tmp,
+                arrays,
+                resolved.config["split"],
+                {"config_digest": resolved.digest, "loader": entry.name},
+                where=f"data config {resolved.source} (loader {entry.name!r})",
+            )
+        atomic_write_text(directory / DATA_CONFIG_FILE, dump_yaml(resolved.config))
+        record = {
+            **meta.to_dict(),
+            "digest": resolved.digest,
+            "file_digests": resolved.file_digests,
+            "loader": {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()},
+        }
+        atomic_write_text(directory / META_FILE, json.dumps(record, indent=2) + "\n")
+        logger.info("wrote %s: %s rows", directory / DATA_FILE, meta.rows)

@@ -1,0 +1,298 @@
+"""Train: fit the model, log metrics, checkpoint, resume after interruption.
+
+The experiment directory is Train's. It is written progressively (so an interrupted run
+can resume) and counts as complete only when ``_SUCCESS`` is written at the very end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.atomic import atomic_path, atomic_write_text
+from tasks.backends import get_backend
+from tasks.backends.base import Backend, TrainSession, TrainSettings
+from tasks.base import ForgeTask, TrainParams
+from tasks.build_model import INITIAL_WEIGHTS, BuildModel
+from tasks.checkpoints import best_path, checkpoint_path, commit, committed, prune
+from tasks.config.yamlio import dump_yaml
+from tasks.data.h5store import BatchStream, DataMeta, read_meta
+from tasks.errors import ConfigError
+from tasks.layout import CONFIG_FILE, DATA_FILE, METRICS_FILE, PARAMS_FILE, RUN_FILE
+from tasks.metrics_log import MetricsLog
+from tasks.provenance import git_state, package_versions, run_environment
+from tasks.registry import Entry, get_entry
+from tasks.settings import forge
+
+__all__ = ["MODEL_DIR", "Train", "code_fingerprints"]
+
+logger = logging.getLogger("forge")
+
+MODEL_DIR = "model"
+LOG_FILE = "train.log"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def code_fingerprints(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name, qualified name and source hash of the loader, builder and objective used."""
+    model = config["model"]
+    entries: dict[str, Entry] = {
+        "loader": get_entry("dataset", config["data"]["loader"]),
+        "builder": get_entry("model", model["builder"], model["framework"]),
+    }
+    if model.get("objective"):
+        entries["objective"] = get_entry("objective", model["objective"], model["framework"])
+    return {
+        role: {"name": e.name, "qualname": e.qualname, "fingerprint": e.fingerprint()}
+        for role, e in entries.items()
+    }
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    forge_logger = logging.getLogger("forge")
+    old_level = forge_logger.level
+    if forge_logger.getEffectiveLevel() > logging.INFO:
+        forge_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        forge_logger.setLevel(old_level)
+        root.removeHandler(handler)
+        handler.close()
+
+
+class _Progress:
+    """Luigi progress/status (for the visualiser) and a tqdm bar on interactive terminals."""
+
+    def __init__(self, task: Train, start: int, total: int) -> None:
+        self.task = task
+        self.total = total
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="epoch", desc=str(task.directory.name))
+
+    def update(self, epoch: int, logs: dict[str, float]) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+        self.task.set_progress_percentage(round(100.0 * epoch / self.total, 1))
+        self.task.set_status_message(f"epoch {epoch}/{self.total}: {shown}")
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(shown[:60])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Train(TrainParams, ForgeTask):
+    """Train the model: the experiment directory ``<model dir>/<train>-<hash>/``."""
+
+    level = "train"
+
+    def requires(self) -> BuildModel:
+        return BuildModel(**self.upstream_kwargs("model"))
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {level: self.spec[level].config for level in ("data", "model", "train")}
+
+    def produce(self, directory: Path) -> None:
+        with _log_to(directory / LOG_FILE):
+            self._write_inputs(directory)
+            run = self._start_record(directory)
+            try:
+                self._train(directory, run)
+            except BaseException as err:
+                run.update(status="failed", error=f"{type(err).__name__}: {err}")
+                self._finish_record(directory, run)
+                raise
+            run["status"] = "done"
+            self._finish_record(directory, run)
+
+    # -- records -----------------------------------------------------------------------
+
+    def _write_inputs(self, directory: Path) -> None:
+        atomic_write_text(directory / CONFIG_FILE, dump_yaml(self.resolved_config()))
+        params = {"task": self.task_family, **self.to_str_params()}
+        atomic_write_text(directory / PARAMS_FILE, json.dumps(params, indent=2) + "\n")
+
+    def _start_record(self, directory: Path) -> dict[str, Any]:
+        git, diff = git_state(Path.cwd())
+        if diff:
+            atomic_write_text(directory / "git.diff", diff)
+        framework = self.spec["model"].config["framework"]
+        versions = package_versions(("luigi", "h5py", "numpy", "pyyaml"))
+        run: dict[str, Any] = {
+            "status": "running",
+            "start": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "end": None,
+            "duration_s": None,
+            **run_environment(),
+            "framework": framework,
+            "versions": versions,
+            "seed": self.spec["train"].config["seed"],
+            "device": None,
+            "git": {**git, "diff_file": "git.diff" if diff else None},
+            "code": code_fingerprints(self.resolved_config()),
+            "digests": {level: self.spec[level].digest for level in ("data", "model", "train")},
+        }
+        self._t0 = time.monotonic()
+        atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+        return run
+
+    def _finish_record(self, directory: Path, run: dict[str, Any]) -> None:
+        run["end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        run["duration_s"] = round(time.monotonic() - self._t0, 3)
+        with contextlib.suppress(Exception):  # never mask the training error itself
+            atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+
+    # -- training ----------------------------------------------------------------------
+
+    def _train(self, directory: Path, run: dict[str, Any]) -> None:
+        cfg = self.resolved_config()
+        train_cfg = cfg["train"]
+        backend = get_backend(cfg["model"]["framework"])
+        run["versions"].update(backend.versions())
+        device = backend.resolve_device(train_cfg["device"])
+        run["device"] = device
+        data_path = self.spec.dirs["data"] / DATA_FILE
+        meta = read_meta(data_path)
+        model = backend.build(
+            get_entry("model", cfg["model"]["builder"], cfg["model"]["framework"]),
+            cfg["model"]["params"],
+            meta,
+            seed=cfg["model"]["seed"],
+        )
+        initial = self.spec.dirs["model"] / (INITIAL_WEIGHTS + backend.weights_suffix)
+        backend.load_weights(model, initial)
+        objective = (
+            get_entry("objective", cfg["model"]["objective"], cfg["model"]["framework"])
+            if cfg["model"].get("objective")
+            else None
+        )
+        settings = TrainSettings(
+            epochs=train_cfg["epochs"],
+            batch_size=train_cfg["batch_size"],
+            optimizer=train_cfg["optimizer"],
+            loss=train_cfg["loss"],
+            seed=train_cfg["seed"],
+            device=device,
+            objective=objective,
+            meta=meta,
+        )
+        session = backend.session(model, settings)
+        start, best_epoch, best_value = self._resume(directory, session, backend)
+        run["resumed_from_epoch"] = start or None
+        self._fit(directory, backend, session, settings, meta, data_path, start, best_epoch, best_value)
+        model_dir = directory / MODEL_DIR
+        with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
+            session.save_weights(tmp)
+        run["export"] = self._export(backend, session, meta, model_dir)
+
+    def _resume(
+        self, directory: Path, session: TrainSession, backend: Backend
+    ) -> tuple[int, int | None, float | None]:
+        checkpoints = committed(directory)
+        for info in reversed(checkpoints):
+            if info.path.suffix != backend.checkpoint_suffix:
+                continue
+            try:
+                epoch = session.load_checkpoint(info.path)
+            except Exception as err:  # a damaged checkpoint: fall back to an older one
+                logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", info.path, err)
+                continue
+            prune(directory, after=epoch)
+            logger.info("resuming from checkpoint %s (epoch %d)", info.path.name, epoch)
+            return epoch, info.best_epoch, info.best_value
+        prune(directory, after=0)
+        return 0, None, None
+
+    def _fit(
+        self,
+        directory: Path,
+        backend: Backend,
+        session: TrainSession,
+        settings: TrainSettings,
+        meta: DataMeta,
+        data_path: Path,
+        start: int,
+        best_epoch: int | None,
+        best_value: float | None,
+    ) -> None:
+        train_cfg = self.spec["train"].config
+        monitor, mode = train_cfg["monitor"], train_cfg["mode"]
+        every = train_cfg["checkpoint_every"]
+        buffer = int(forge().buffer_mb) * (1 << 20)
+        train_stream = BatchStream(
+            data_path, "train", settings.batch_size, shuffle=train_cfg["shuffle"],
+            seed=settings.seed, buffer_bytes=buffer,
+        )
+        val_stream = BatchStream(data_path, "val", settings.batch_size, shuffle=False, buffer_bytes=buffer) if meta.rows.get("val") else None
+        log = MetricsLog(directory / METRICS_FILE, resume_after=start)
+        writer = backend.scalar_writer(directory / TENSORBOARD_DIR)
+        progress = _Progress(self, start, settings.epochs)
+        state = {"best_epoch": best_epoch, "best_value": best_value}
+
+        def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+            if monitor not in logs:
+                raise ConfigError(
+                    f"train config {self.spec['train'].source}: key 'monitor' is {monitor!r}, "
+                    f"but training logs only {sorted(logs)}; set monitor to one of them"
+                )
+            log.append(epoch, logs)
+            writer.add_scalars(epoch, logs)
+            value = float(logs[monitor])
+            current = state["best_value"]
+            improved = current is None or (
+                value < current if mode == "min" else value > current
+            ) or (math.isnan(float(current)))
+            if improved:
+                with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
+                    session.save_weights(tmp)
+                state.update(best_epoch=epoch, best_value=value)
+            if epoch % every == 0 or epoch == settings.epochs:
+                with atomic_path(checkpoint_path(directory, epoch, backend.checkpoint_suffix)) as tmp:
+                    session.save_checkpoint(tmp, epoch)
+                commit(directory, epoch, backend.checkpoint_suffix, dict(state))
+                prune(directory, keep_best=state["best_epoch"])
+            progress.update(epoch, logs)
+            logger.info("epoch %d/%d %s", epoch, settings.epochs, logs)
+
+        try:
+            session.fit(train_stream, val_stream, start, on_epoch_end)
+        finally:
+            writer.close()
+            progress.close()
+        best = state["best_epoch"]
+        if best is not None:
+            source = best_path(directory, best, backend.weights_suffix)
+            with atomic_path(directory / MODEL_DIR / f"best{backend.weights_suffix}") as tmp:
+                tmp.write_bytes(source.read_bytes())
+        best_record = {"epoch": best, "monitor": monitor, "mode": mode, "value": state["best_value"]}
+        atomic_write_text(directory / MODEL_DIR / "best.json", json.dumps(best_record) + "\n")
+
+    def _export(
+        self, backend: Backend, session: TrainSession, meta: DataMeta, model_dir: Path
+    ) -> dict[str, Any]:
+        model = getattr(session, "model", None)
+        try:
+            with atomic_path(model_dir / backend.export_name) as tmp:
+                backend.export(model, meta, tmp)
+        except Exception as err:  # export is a convenience; training itself succeeded
+            logger.warning("code-free export failed, LoadTrained will need the builder: %s", err)
+            return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        return {"ok": True, "file": f"{MODEL_DIR}/{backend.export_name}"}

@@ -23,6 +23,7 @@ from luigi.task_register import Register
 
 from tasks import cli_logging
 from tasks.atomic import atomic_write_text, clean_leftovers, storage_errors
+from tasks.cli.index import note_completed
 from tasks.config.resolve import (
     Overrides,
     Resolved,
@@ -191,6 +192,7 @@ class ForgeTask(luigi.Task, metaclass=_FreshInstances):
             clean_leftovers(directory)
             self.produce(directory)
             atomic_write_text(directory / SUCCESS, "")
+            note_completed(self.results_root, directory)  # refresh `forge ls`'s index; never raises
 
     def produce(self, directory: Path) -> None:
         """Write this step's files into ``directory`` (the marker is written afterwards)."""

@@ -66,7 +66,9 @@ def committed(directory: Path) -> list[CheckpointInfo]:
         if path.parent != folder or not path.exists():
             continue
         found.append(
-            CheckpointInfo(int(match.group(1)), path, record.get("best_epoch"), record.get("best_value"))
+            CheckpointInfo(
+                int(match.group(1)), path, record.get("best_epoch"), record.get("best_value")
+            )
         )
     return sorted(found, key=lambda info: info.epoch)
 

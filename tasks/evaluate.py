@@ -67,7 +67,7 @@ def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -
 
 
 class Evaluate(EvalParams, ForgeTask):
-    """Score an experiment: ``<experiment>/eval/<eval>-<hash>/`` with metrics, predictions, plots."""
+    """Score an experiment into ``<experiment>/eval/<eval>-<hash>/`` (metrics, predictions)."""
 
     level = "eval"
 

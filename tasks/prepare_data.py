@@ -22,7 +22,7 @@ META_FILE = "meta.json"
 
 
 class PrepareData(DataParams, ForgeTask):
-    """Turn a data config into ``<results>/<data>-<hash>/data.h5`` (+ ``data.yaml``, ``meta.json``)."""
+    """Turn a data config into ``<results>/<data>-<hash>/`` with data.h5, data.yaml, meta.json."""
 
     level = "data"
 
@@ -44,7 +44,11 @@ class PrepareData(DataParams, ForgeTask):
             **meta.to_dict(),
             "digest": resolved.digest,
             "file_digests": resolved.file_digests,
-            "loader": {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()},
+            "loader": {
+                "name": entry.name,
+                "qualname": entry.qualname,
+                "fingerprint": entry.fingerprint(),
+            },
         }
         atomic_write_text(directory / META_FILE, json.dumps(record, indent=2) + "\n")
         logger.info("wrote %s: %s rows", directory / DATA_FILE, meta.rows)

@@ -11,13 +11,16 @@ class forge(luigi.Config):  # noqa: N801 - lowercase: a luigi.cfg section, as Lu
     """Project-wide Forge settings, read from ``[forge]`` in ``luigi.cfg``."""
 
     results_dir = luigi.Parameter(
-        default="results", description="Where experiments are written when --results-dir is not given."
+        default="results",
+        description="Where experiments are written when --results-dir is not given.",
     )
     plugins = luigi.Parameter(
-        default="", description="Comma-separated modules registering loaders, builders, objectives, metrics."
+        default="",
+        description="Comma-separated modules registering loaders, builders, objectives, metrics.",
     )
     buffer_mb = luigi.IntParameter(
-        default=1024, description="Memory budget (MiB) for streaming a split from data.h5 during Train."
+        default=1024,
+        description="Memory budget (MiB) for streaming a split from data.h5 during Train.",
     )
     lock_timeout = luigi.FloatParameter(
         default=3600.0,

@@ -97,7 +97,9 @@ def experiment_dirs(results_dir: Path) -> list[Path]:
 
 def read_eval_metrics(results_dir: Path) -> list[dict[str, object]]:
     """Every Evaluate metrics.json under ``results_dir``."""
-    return [json.loads(p.read_text()) for p in sorted(results_dir.glob("*/*/*/eval/*/metrics.json"))]
+    return [
+        json.loads(p.read_text()) for p in sorted(results_dir.glob("*/*/*/eval/*/metrics.json"))
+    ]
 
 
 def write_yaml(path: Path, text: str) -> Path:

@@ -79,8 +79,7 @@ def parse_overrides(text: str) -> Overrides:
         section, _, dotted = key.partition(".")
         if not sep or not dotted:
             raise ConfigError(
-                f"--overrides: {pair!r} is not of the form section.key=value "
-                "(e.g. train.epochs=3)"
+                f"--overrides: {pair!r} is not of the form section.key=value (e.g. train.epochs=3)"
             )
         if section not in SECTIONS:
             raise ConfigError(
@@ -129,7 +128,9 @@ def _format_validation(err: ValidationError, model: type[BaseModel], where: str)
 def _allowed_keys(model: type[BaseModel], path: list[Any]) -> list[str]:
     current: Any = model
     for part in path:
-        field_info = current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
+        field_info = (
+            current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
+        )
         annotation = getattr(field_info, "annotation", None)
         if annotation is None or not hasattr(annotation, "model_fields"):
             return []
@@ -148,7 +149,8 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str) -> No
             prefix = ".".join(parts[:i])
             raise ConfigError(
                 f"{where}: key {dotted!r} does not exist in the resolved config{hint} "
-                f"Keys{' under ' + repr(prefix) if prefix else ''}: {', '.join(known) or '(none)'}. "
+                f"Keys{' under ' + repr(prefix) if prefix else ''}: "
+                f"{', '.join(known) or '(none)'}. "
                 "Overrides may only change existing keys"
             )
         if i == len(parts) - 1:
@@ -176,9 +178,7 @@ def _validate(section: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
         raise ConfigError(_format_validation(err, model, where)) from err
 
 
-def _complete_params(
-    entry: registry.Entry, params: dict[str, Any], where: str
-) -> dict[str, Any]:
+def _complete_params(entry: registry.Entry, params: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = [p for p in params if p not in entry.defaults and p not in entry.required]
     allowed = sorted([*entry.required, *entry.defaults])
     for name in unknown:
@@ -284,7 +284,9 @@ def resolve_section(
         raw = load_yaml_file(file_path, what=f"{section} config")
     base_dir = file_path.parent if file_path else None
 
-    config, file_digests = _resolve_references(section, _validate(section, raw, where), base_dir, where)
+    config, file_digests = _resolve_references(
+        section, _validate(section, raw, where), base_dir, where
+    )
     if overrides:
         for dotted, value in overrides.items():
             _set_dotted(config, dotted, value, f"--overrides {section}.{dotted} (for {where})")

@@ -58,7 +58,10 @@ class DataMeta:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataMeta:
         return cls(
-            arrays={k: {"shape": list(v["shape"]), "dtype": v["dtype"]} for k, v in data["arrays"].items()},
+            arrays={
+                k: {"shape": list(v["shape"]), "dtype": v["dtype"]}
+                for k, v in data["arrays"].items()
+            },
             num_classes=data.get("num_classes"),
             task=data["task"],
             rows=dict(data["rows"]),
@@ -75,11 +78,14 @@ def _check_arrays(arrays: Mapping[str, Any], where: str) -> int:
         if not hasattr(arr, "shape") or len(arr.shape) == 0:
             raise DataError(f"{where}: array {name!r} must be an array with a row axis")
         if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
-            raise DataError(f"{where}: array {name!r} has dtype {arr.dtype}; only numbers are stored")
+            raise DataError(
+                f"{where}: array {name!r} has dtype {arr.dtype}; only numbers are stored"
+            )
         lengths[name] = arr.shape[0]
     if len(set(lengths.values())) != 1:
         raise DataError(
-            f"{where}: arrays have different lengths {lengths}; every array needs one row per example"
+            f"{where}: arrays have different lengths {lengths}; "
+            "every array needs one row per example"
         )
     n = next(iter(lengths.values()))
     if n < 3:
@@ -142,7 +148,8 @@ def write_splits(
         raise DataError(f"{where}: the split leaves no training rows")
     meta = DataMeta(
         arrays={
-            k: {"shape": list(v.shape[1:]), "dtype": str(np.dtype(v.dtype))} for k, v in arrays.items()
+            k: {"shape": list(v.shape[1:]), "dtype": str(np.dtype(v.dtype))}
+            for k, v in arrays.items()
         },
         num_classes=num_classes,
         task=task,
@@ -152,7 +159,9 @@ def write_splits(
         for split_name, idx in indices.items():
             group = fh.create_group(split_name)
             for name, arr in arrays.items():
-                row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize)
+                row_bytes = max(
+                    1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+                )
                 chunk_rows = max(1, min(len(idx) or 1, _CHUNK_BYTES // row_bytes))
                 ds = group.create_dataset(
                     name,

@@ -23,9 +23,7 @@ def test_builtin_defaults_equal_the_shipped_default_files() -> None:
 def test_builder_defaults_are_filled_in(tmp_path: Path) -> None:
     short = write_yaml(tmp_path / "m.yaml", "framework: torch\nbuilder: mlp\n")
     resolved = resolve_section("model", short)
-    assert resolved.config["params"] == {
-        "activation": "relu", "dropout": 0.1, "hidden": [128, 64]
-    }
+    assert resolved.config["params"] == {"activation": "relu", "dropout": 0.1, "hidden": [128, 64]}
     explicit = write_yaml(
         tmp_path / "n.yaml",
         "builder: mlp\nframework: torch\nparams: {hidden: [128, 64], dropout: 0.1}\n",
@@ -93,12 +91,16 @@ def test_validation_names_file_key_and_fix(tmp_path: Path) -> None:
 
 def test_unregistered_builder_lists_the_registered_ones(tmp_path: Path) -> None:
     bad = write_yaml(tmp_path / "m.yaml", "framework: torch\nbuilder: 'os:system'\n")
-    with pytest.raises(RegistryError, match="'os:system' is not registered.*Registered: cnn, linear, mlp"):
+    with pytest.raises(
+        RegistryError, match="'os:system' is not registered.*Registered: cnn, linear, mlp"
+    ):
         resolve_section("model", bad)
 
 
 def test_unknown_builder_param_suggests_the_close_one(tmp_path: Path) -> None:
-    bad = write_yaml(tmp_path / "m.yaml", "framework: torch\nbuilder: mlp\nparams: {dropuot: 0.2}\n")
+    bad = write_yaml(
+        tmp_path / "m.yaml", "framework: torch\nbuilder: mlp\nparams: {dropuot: 0.2}\n"
+    )
     with pytest.raises(ConfigError, match="params.dropuot.*did you mean 'dropout'"):
         resolve_section("model", bad)
 

@@ -13,7 +13,9 @@ from tasks.errors import ConfigError
 
 def test_python_tags_are_refused(tmp_path: Path) -> None:
     sentinel = tmp_path / "pwned"
-    bad = write_yaml(tmp_path / "x.yaml", f"a: !!python/object/apply:os.system ['touch {sentinel}']\n")
+    bad = write_yaml(
+        tmp_path / "x.yaml", f"a: !!python/object/apply:os.system ['touch {sentinel}']\n"
+    )
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml_file(bad)
     assert not sentinel.exists()

@@ -46,11 +46,13 @@ def test_every_row_lands_in_exactly_one_split(tmp_path: Path) -> None:
     [
         pytest.param(
             {"x": np.array([[np.nan]] * 10, np.float32), "y": np.zeros(10, np.int64)},
-            "NaN", id="nan",
+            "NaN",
+            id="nan",
         ),
         pytest.param(
             {"x": np.zeros((10, 2), np.float32), "y": np.zeros(9, np.int64)},
-            "different lengths", id="lengths",
+            "different lengths",
+            id="lengths",
         ),
         pytest.param({"x": np.array(["a"] * 10)}, "only numbers", id="strings"),
     ],

@@ -32,7 +32,11 @@ QUICK = "train.epochs=2"
 
 
 def _snapshot(directory: Path) -> dict[str, int]:
-    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.stat().st_mtime_ns
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +116,11 @@ def test_rerun_is_a_no_op(digits_runs, framework: str) -> None:
     results, _ = digits_runs[framework]
     before = _snapshot(results)
     again = run_luigi(
-        "Evaluate", "--data-config", DIGITS, "--model-config", MODEL_CONFIGS[framework],
+        "Evaluate",
+        "--data-config",
+        DIGITS,
+        "--model-config",
+        MODEL_CONFIGS[framework],
         results_dir=results,
     )
     assert again.returncode == 0, again.output
@@ -134,7 +142,9 @@ def test_caching_follows_config_content(tmp_path: Path, framework: str) -> None:
     (old_exp,) = experiment_dirs(results)
 
     # Comments, key order and explicitly written defaults change nothing.
-    write_yaml(train, "# same values\nbatch_size: 64   # rows\nseed: 0\nepochs: 2\nloss: cross_entropy\n")
+    write_yaml(
+        train, "# same values\nbatch_size: 64   # rows\nseed: 0\nepochs: 2\nloss: cross_entropy\n"
+    )
     same = run_luigi("Evaluate", *base, results_dir=results)
     assert same.returncode == 0 and same.ran == [], same.output
 
@@ -157,8 +167,16 @@ def test_two_model_configs_share_prepared_data(tmp_path: Path) -> None:
     results = tmp_path / "results"
     linear = CONFIGS / "model" / "linear_torch.yaml"
     runs = [
-        run_luigi("Train", "--data-config", MOONS, "--model-config", m, "--overrides", QUICK,
-                  results_dir=results)
+        run_luigi(
+            "Train",
+            "--data-config",
+            MOONS,
+            "--model-config",
+            m,
+            "--overrides",
+            QUICK,
+            results_dir=results,
+        )
         for m in (MODEL_CONFIGS["torch"], linear)
     ]
     assert all(r.returncode == 0 for r in runs), [r.output for r in runs]
@@ -170,12 +188,31 @@ def test_two_model_configs_share_prepared_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: str) -> None:
     results = tmp_path / "results"
-    args = ["--data-config", DIGITS, "--model-config", MODEL_CONFIGS[framework],
-            "--overrides", "train.epochs=30"]
-    command = [*luigi_command(), "--module", "pipelines", "Train", *map(str, args),
-               "--results-dir", str(results), "--local-scheduler"]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "--data-config",
+        DIGITS,
+        "--model-config",
+        MODEL_CONFIGS[framework],
+        "--overrides",
+        "train.epochs=30",
+    ]
+    command = [
+        *luigi_command(),
+        "--module",
+        "pipelines",
+        "Train",
+        *map(str, args),
+        "--results-dir",
+        str(results),
+        "--local-scheduler",
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -198,7 +235,9 @@ def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: st
     assert resumed.returncode == 0, resumed.output
     run = json.loads((exp / "run.json").read_text())
     assert run["resumed_from_epoch"] >= committed[-1]
-    epochs = [int(line.split(",")[0]) for line in (exp / "metrics.csv").read_text().splitlines()[1:]]
+    epochs = [
+        int(line.split(",")[0]) for line in (exp / "metrics.csv").read_text().splitlines()[1:]
+    ]
     assert epochs == list(range(1, 31))
     assert "resuming from checkpoint" in (exp / "train.log").read_text()
 
@@ -206,8 +245,9 @@ def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: st
 def test_failing_task_exits_non_zero(tmp_path: Path) -> None:
     results = tmp_path / "results"
     cnn_on_flat_data = CONFIGS / "model" / "cnn_torch.yaml"
-    result = run_luigi("Train", "--data-config", MOONS, "--model-config", cnn_on_flat_data,
-                       results_dir=results)
+    result = run_luigi(
+        "Train", "--data-config", MOONS, "--model-config", cnn_on_flat_data, results_dir=results
+    )
     assert result.returncode != 0
     assert "needs image-shaped inputs" in result.output
     assert not list(results.glob("*/*/_SUCCESS"))
@@ -222,11 +262,21 @@ def test_failing_task_exits_non_zero(tmp_path: Path) -> None:
         pytest.param("optimizer: {name: adamm}\n", "key 'optimizer.name'", id="bad-optimizer"),
     ],
 )
-def test_bad_train_config_fails_before_any_directory(tmp_path: Path, config_text: str, expected: str) -> None:
+def test_bad_train_config_fails_before_any_directory(
+    tmp_path: Path, config_text: str, expected: str
+) -> None:
     results = tmp_path / "results"
     bad = write_yaml(tmp_path / "bad.yaml", config_text)
-    result = run_luigi("Train", "--data-config", MOONS, "--model-config", MODEL_CONFIGS["torch"],
-                       "--train-config", bad, results_dir=results)
+    result = run_luigi(
+        "Train",
+        "--data-config",
+        MOONS,
+        "--model-config",
+        MODEL_CONFIGS["torch"],
+        "--train-config",
+        bad,
+        results_dir=results,
+    )
     assert result.returncode != 0
     assert expected in result.output and str(bad) in result.output
     assert "Traceback" not in result.output
@@ -235,8 +285,16 @@ def test_bad_train_config_fails_before_any_directory(tmp_path: Path, config_text
 
 def test_unknown_override_key_is_an_error(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    result = run_luigi("Train", "--data-config", MOONS, "--model-config", MODEL_CONFIGS["torch"],
-                       "--overrides", "model.params.hiden=[8]", results_dir=results)
+    result = run_luigi(
+        "Train",
+        "--data-config",
+        MOONS,
+        "--model-config",
+        MODEL_CONFIGS["torch"],
+        "--overrides",
+        "model.params.hiden=[8]",
+        results_dir=results,
+    )
     assert result.returncode != 0
     assert "did you mean 'hidden'" in result.output
     assert not results.exists()
@@ -273,12 +331,24 @@ def test_python_api_builds_the_same_experiment(tmp_path: Path) -> None:
     import pipelines
 
     results = tmp_path / "results"
-    task = pipelines.Train(data_config=str(MOONS), model_config=str(MODEL_CONFIGS["torch"]),
-                           overrides=QUICK, results_dir=str(results))
+    task = pipelines.Train(
+        data_config=str(MOONS),
+        model_config=str(MODEL_CONFIGS["torch"]),
+        overrides=QUICK,
+        results_dir=str(results),
+    )
     assert luigi.build([task], local_scheduler=True)
     assert task.complete()
-    cli = run_luigi("Train", "--data-config", MOONS, "--model-config", MODEL_CONFIGS["torch"],
-                    "--overrides", QUICK, results_dir=results)
+    cli = run_luigi(
+        "Train",
+        "--data-config",
+        MOONS,
+        "--model-config",
+        MODEL_CONFIGS["torch"],
+        "--overrides",
+        QUICK,
+        results_dir=results,
+    )
     assert cli.returncode == 0 and cli.ran == []
     shutil.rmtree(results)
     assert not task.complete()

@@ -19,26 +19,34 @@ from tasks.errors import (
     ForgeError,
     RegistryError,
     StorageError,
+    SweepError,
 )
 from tasks.evaluate import Evaluate
+from tasks.load_trained import CodeDriftWarning, ExportFallbackWarning, LoadTrained
 from tasks.prepare_data import PrepareData
 from tasks.registry import register_dataset, register_metric, register_model, register_objective
+from tasks.sweep import Sweep
 from tasks.train import Train
 
 __all__ = [
     "AlreadyRunningError",
     "BackendUnavailableError",
     "BuildModel",
+    "CodeDriftWarning",
     "ConfigError",
     "CorruptArtifactError",
     "DataError",
     "Evaluate",
     "ExperimentError",
     "ExperimentNotFoundError",
+    "ExportFallbackWarning",
     "ForgeError",
+    "LoadTrained",
     "PrepareData",
     "RegistryError",
     "StorageError",
+    "Sweep",
+    "SweepError",
     "Train",
     "register_dataset",
     "register_metric",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 TMP_PREFIX = ".tmp-"
+# Exactly the names _tmp_name generates: prefix, writer's pid, 8 hex digits, destination name.
+_TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}-")
+# A folder holding this file belongs to another (nested) step; its own run cleans it.
+_STEP_MARKER = ".digest"
 
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space and rerun (completed steps are kept)",
@@ -129,22 +134,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_leftovers(directory: Path) -> list[Path]:
-    """Remove ``.tmp-<pid>-…`` entries in ``directory`` whose writing process is gone.
+    """Remove ``.tmp-<pid>-<id>-…`` entries under ``directory`` whose writing process is gone.
+
+    Sub-folders the step writes itself (``checkpoints/``, ``model/``, ...) are searched too;
+    folders of other steps nested inside (they hold a ``.digest``) and symlinks are not.
 
     Returns:
-        The paths removed. Only Forge's own temporaries are touched, never user files.
+        The paths removed. Only names Forge itself generates are touched, never user files
+        (a user's ``.tmp-notes`` does not match the ``.tmp-<pid>-<8 hex>-`` pattern).
     """
     removed: list[Path] = []
-    if not directory.is_dir():
+    if not directory.is_dir() or directory.is_symlink():
         return removed
     for entry in directory.iterdir():
-        if not entry.name.startswith(TMP_PREFIX):
+        match = _TMP_NAME.match(entry.name)
+        if match is None:
+            if entry.is_dir() and not entry.is_symlink() and not (entry / _STEP_MARKER).exists():
+                removed.extend(clean_leftovers(entry))
             continue
-        pid_text = entry.name[len(TMP_PREFIX) :].split("-", 1)[0]
-        pid = int(pid_text) if pid_text.isdigit() else None
-        if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
             continue
-        if entry.is_dir():
+        if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)

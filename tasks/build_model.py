@@ -32,6 +32,15 @@ def _parameter_count(model: Any) -> int | None:
     return None
 
 
+def _architecture(model: Any) -> str:
+    """A readable layer listing: Keras' ``summary()`` table, else ``str(model)`` (torch)."""
+    if callable(getattr(model, "summary", None)):
+        lines: list[str] = []
+        model.summary(print_fn=lambda text, **_: lines.append(text))
+        return "\n".join(lines)
+    return str(model)
+
+
 class BuildModel(ModelParams, ForgeTask):
     """Build the model for ``(data, model)`` configs into ``<data dir>/<model>-<hash>/``."""
 
@@ -53,7 +62,7 @@ class BuildModel(ModelParams, ForgeTask):
             "framework": backend.name,
             "builder": {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()},
             "parameters": _parameter_count(model),
-            "architecture": str(model) if backend.name == "torch" else None,
+            "architecture": _architecture(model),
         }
         atomic_write_text(directory / "model.json", json.dumps(summary, indent=2) + "\n")
         logger.info("built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"])

@@ -15,10 +15,21 @@ from tasks.errors import ForgeError
 __all__ = ["install", "quiet_frameworks"]
 
 
+def _debug_requested() -> bool:
+    """Whether the user asked for DEBUG output.
+
+    ``luigi --log-level DEBUG`` sets the level of Luigi's ``luigi-interface`` logger, not
+    the root logger's, so both are asked.
+    """
+    return any(
+        logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in ("luigi-interface", "")
+    )
+
+
 class _ForgeErrorFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ForgeError) and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        if isinstance(exc, ForgeError) and not _debug_requested():
             record.msg = f"{type(exc).__name__}: {exc}"
             record.args = ()
             record.exc_info = None
@@ -41,7 +52,7 @@ def install() -> None:
 
 def quiet_frameworks() -> None:
     """Silence TensorFlow's oneDNN / CUDA / absl start-up messages unless logs are verbose."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
+    if _debug_requested():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

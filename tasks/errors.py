@@ -12,6 +12,7 @@ them all at once and the command line can print them as one clean line::
      │    ├── ExperimentNotFoundError   no finished experiment at that path / for those configs
      │    └── CorruptArtifactError      a weight / checkpoint / export file is truncated or unsafe
      ├── StorageError             writing results failed (disk full, I/O error, read-only dir)
+     ├── SweepError               experiments of a sweep failed (the others still ran)
      └── AlreadyRunningError      another process is running the same step right now
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "ForgeError",
     "RegistryError",
     "StorageError",
+    "SweepError",
 ]
 
 
@@ -68,6 +70,10 @@ class CorruptArtifactError(ExperimentError):
 
 class StorageError(ForgeError):
     """Results could not be written (disk full, I/O error, read-only directory)."""
+
+
+class SweepError(ForgeError):
+    """One or more experiments of a sweep failed; the sweep summary names them."""
 
 
 class AlreadyRunningError(ForgeError):

@@ -19,15 +19,20 @@ from tasks.backends.base import Backend
 from tasks.checkpoints import committed
 from tasks.config.yamlio import load_yaml_file
 from tasks.data.h5store import DataMeta, read_meta
-from tasks.errors import CorruptArtifactError, ExperimentNotFoundError
+from tasks.errors import CorruptArtifactError, ExperimentNotFoundError, RegistryError
 from tasks.layout import CONFIG_FILE, DATA_FILE, RUN_FILE, SUCCESS
-from tasks.registry import get_entry
+from tasks.registry import Kind, get_entry
 from tasks.train import MODEL_DIR
 
-__all__ = ["StoredExperiment"]
+__all__ = ["StoredExperiment", "confined"]
 
 
-def _confined(path: Path, root: Path) -> Path:
+def confined(path: Path, root: Path) -> Path:
+    """``path`` resolved, after checking it stays inside ``root`` (symlinks followed).
+
+    Raises:
+        CorruptArtifactError: the path leads outside ``root``.
+    """
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise CorruptArtifactError(
@@ -79,7 +84,7 @@ class StoredExperiment:
 
     @property
     def data_file(self) -> Path:
-        return _confined(self.data_dir / DATA_FILE, self.data_dir)
+        return confined(self.data_dir / DATA_FILE, self.data_dir)
 
     @cached_property
     def meta(self) -> DataMeta:
@@ -105,7 +110,7 @@ class StoredExperiment:
             path = matches[0]
         if not path.is_file():
             raise ExperimentNotFoundError(f"{path} does not exist; is the experiment finished?")
-        return _confined(path, self.directory)
+        return confined(path, self.directory)
 
     def build_model(self, checkpoint: str | int = "best") -> Any:
         """Rebuild the model through its registered builder and load the stored weights."""
@@ -117,3 +122,50 @@ class StoredExperiment:
         model = self.backend.build(entry, model_cfg["params"], self.meta, seed=model_cfg.get("seed", 0))
         self.backend.load_weights(model, self.weights_path(checkpoint))
         return model
+
+    def export_path(self) -> Path | None:
+        """The code-free export Train wrote (``run.json`` ``export.file``), or None.
+
+        Raises:
+            CorruptArtifactError: ``run.json`` points outside the experiment directory.
+        """
+        export = self.run_record.get("export") or {}
+        if not export.get("ok") or not isinstance(export.get("file"), str):
+            return None
+        path = confined(self.directory / export["file"], self.directory)
+        return path if path.exists() else None  # a file (.pt2) or a SavedModel folder
+
+    def code_drift(self) -> dict[str, tuple[str, str]]:
+        """Roles (loader, builder, objective) whose source changed since training.
+
+        Compares the fingerprints Train stored in ``run.json`` with the source of what is
+        registered under the same names now. A role whose current entry cannot be found is
+        left out (rebuilding reports that itself); one whose fingerprint is unknown on either
+        side counts as changed, because nothing vouches that it is the same code.
+
+        Returns:
+            role → (qualified name at training time, qualified name now).
+
+        Raises:
+            ConfigError: a configured plugin module cannot be imported.
+        """
+        stored = self.run_record.get("code") or {}
+        framework = self.framework
+        kinds: dict[str, tuple[Kind, str | None]] = {
+            "loader": ("dataset", None),
+            "builder": ("model", framework),
+            "objective": ("objective", framework),
+        }
+        drift: dict[str, tuple[str, str]] = {}
+        for role, record in stored.items():
+            if role not in kinds or not isinstance(record, dict):
+                continue
+            kind, fw = kinds[role]
+            try:
+                entry = get_entry(kind, str(record.get("name")), fw)
+            except RegistryError:
+                continue
+            then, now = record.get("fingerprint"), entry.fingerprint()
+            if then is None or now is None or then != now:
+                drift[role] = (str(record.get("qualname")), entry.qualname)
+        return drift

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ logger = logging.getLogger("forge")
 
 MODEL_DIR = "model"
 LOG_FILE = "train.log"
+RUNS_LOG = "runs.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -72,6 +74,27 @@ def _log_to(path: Path) -> Iterator[None]:
         forge_logger.setLevel(old_level)
         root.removeHandler(handler)
         handler.close()
+
+
+def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
+    """Append one line per training attempt event to ``runs.jsonl``.
+
+    ``run.json`` is rewritten by every attempt; this append-only log keeps them all, so
+    "was this experiment trained exactly once" can be answered from the experiment itself.
+    """
+    line = {k: run.get(k) for k in ("status", "start", "end", "host")}
+    line["pid"] = os.getpid()
+    with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def _improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` beats ``best`` (a NaN never does, and is always beaten)."""
+    if math.isnan(value):
+        return best is None
+    if best is None or math.isnan(best):
+        return True
+    return value < best if mode == "min" else value > best
 
 
 class _Progress:
@@ -152,6 +175,7 @@ class Train(TrainParams, ForgeTask):
         }
         self._t0 = time.monotonic()
         atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+        _log_attempt(directory, run)
         return run
 
     def _finish_record(self, directory: Path, run: dict[str, Any]) -> None:
@@ -159,6 +183,7 @@ class Train(TrainParams, ForgeTask):
         run["duration_s"] = round(time.monotonic() - self._t0, 3)
         with contextlib.suppress(Exception):  # never mask the training error itself
             atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+            _log_attempt(directory, run)
 
     # -- training ----------------------------------------------------------------------
 
@@ -257,9 +282,7 @@ class Train(TrainParams, ForgeTask):
             writer.add_scalars(epoch, logs)
             value = float(logs[monitor])
             current = state["best_value"]
-            improved = current is None or (
-                value < current if mode == "min" else value > current
-            ) or (math.isnan(float(current)))
+            improved = _improves(value, current, mode)
             if improved:
                 with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
                     session.save_weights(tmp)
@@ -289,10 +312,16 @@ class Train(TrainParams, ForgeTask):
         self, backend: Backend, session: TrainSession, meta: DataMeta, model_dir: Path
     ) -> dict[str, Any]:
         model = getattr(session, "model", None)
+        # Export the weights Evaluate and LoadTrained use by default (best), so the code-free
+        # model predicts exactly what the rebuilt one does; the session is finished anyway.
+        best = model_dir / f"best{backend.weights_suffix}"
+        checkpoint = "best" if best.is_file() else "last"
         try:
+            if checkpoint == "best":
+                backend.load_weights(model, best)
             with atomic_path(model_dir / backend.export_name) as tmp:
                 backend.export(model, meta, tmp)
         except Exception as err:  # export is a convenience; training itself succeeded
             logger.warning("code-free export failed, LoadTrained will need the builder: %s", err)
             return {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        return {"ok": True, "file": f"{MODEL_DIR}/{backend.export_name}"}
+        return {"ok": True, "file": f"{MODEL_DIR}/{backend.export_name}", "checkpoint": checkpoint}

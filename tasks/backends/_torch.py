@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.backends._pt2_guard import check_archive, check_program
 from tasks.backends.base import Backend, EpochCallback, ScalarWriter, TrainSession, TrainSettings
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
@@ -46,18 +47,49 @@ def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
 def _safe_torch_load(path: Path, device: str) -> Any:
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as err:  # OSError: a truncated legacy (non-zip) file fails with EINVAL while seeking
         raise CorruptArtifactError(
             f"checkpoint {path} cannot be loaded safely (truncated, tampered with, or not a "
             f"weights-only file): {str(err).splitlines()[0][:300]}"
         ) from err
 
 
+class _WriteErrorKeeper:
+    """A binary file wrapper that remembers the OSError a write raised."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._fh.write(data))
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+
 class _TorchScalarWriter(ScalarWriter):
     def __init__(self, logdir: Path) -> None:
         # tensorboard imports TensorFlow when it is installed unless this marker module
         # exists; a torch run must not pay for (or be broken by) a TensorFlow import.
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+        sys.modules.setdefault(
+            "tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf")
+        )
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(log_dir=str(logdir))
@@ -89,7 +121,9 @@ class _TorchSession(TrainSession):
             return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
 
-    def _step_metrics(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _step_metrics(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         objective = self.settings.objective
         if objective is not None:
             result = objective.func(model=self.model, batch=batch)
@@ -145,7 +179,16 @@ class _TorchSession(TrainSession):
         if self.settings.device.startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         with path.open("wb") as fh:
-            torch.save(state, fh)
+            sink = _WriteErrorKeeper(fh)
+            try:
+                torch.save(state, sink)
+            except RuntimeError as err:
+                # torch's zip writer swallows the OS error of a failed write (disk full,
+                # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
+                # it becomes one clear StorageError.
+                if sink.error is not None:
+                    raise sink.error from err
+                raise
 
     def load_checkpoint(self, path: Path) -> int:
         state = _safe_torch_load(path, self.settings.device)
@@ -246,13 +289,23 @@ class TorchBackend(Backend):
         torch.export.save(program, str(path))
 
     def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
-        program = torch.export.load(str(path))
+        # torch.export.load may unpickle or eval parts of a .pt2; refuse those files first.
+        check_archive(path)
+        try:
+            program = torch.export.load(str(path))
+        except Exception as err:
+            raise CorruptArtifactError(
+                f"code-free export {path} cannot be loaded (truncated or tampered with): "
+                f"{str(err).splitlines()[0][:300] if str(err) else type(err).__name__}"
+            ) from err
+        check_program(program, path)
         module = program.module()
 
         def run(batch: Mapping[str, np.ndarray]) -> Any:
             with torch.no_grad():
                 return _to_numpy(module(torch.from_numpy(np.ascontiguousarray(batch["x"]))))
 
+        run.module = module  # type: ignore[attr-defined]  # LoadTrained.model in code-free mode
         return run
 
 

@@ -265,7 +265,9 @@ class BatchStream:
                     block = {k: np.concatenate([carry[k], block[k]]) for k in self.names}
                 full = (len(block[self.names[0]]) // self.batch_size) * self.batch_size
                 yield from self._batches({k: v[:full] for k, v in block.items()}, rng)
-                carry = {k: v[full:] for k, v in block.items()}
+                # A copy, not a view: a view would keep the whole block alive while the
+                # next one is read, holding three blocks in memory instead of two.
+                carry = {k: v[full:].copy() for k, v in block.items()}
             if carry is not None and len(carry[self.names[0]]):
                 yield from self._batches(carry, rng)
 

@@ -1,0 +1,514 @@
+"""The TensorFlow / Keras 3 backend: ``model.fit`` fed from data.h5, HDF5 checkpoints, SavedModel.
+
+Training runs through Keras' own ``fit`` (with ``initial_epoch`` for resume and a callback
+for Forge's per-epoch bookkeeping); batches still stream from ``data.h5`` through
+:class:`~tasks.data.h5store.BatchStream`, wrapped in a ``tf.data`` generator dataset, so a
+dataset larger than memory trains too. Weights are ``.weights.h5`` files and checkpoints are
+plain HDF5 arrays: nothing is ever unpickled and legacy whole-model ``.h5`` files are never
+loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks import cli_logging
+from tasks.backends.base import Backend, EpochCallback, ScalarWriter, TrainSession, TrainSettings
+from tasks.data.h5store import BatchStream, DataMeta
+from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
+from tasks.registry import Entry
+
+# TensorFlow reads its logging settings from the environment when it is imported, so they
+# must be in place first; Forge runs Keras on TensorFlow whatever the default would be.
+cli_logging.quiet_frameworks()
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise BackendUnavailableError(
+        f"Keras runs on the {keras.backend.backend()!r} backend (KERAS_BACKEND="
+        f"{os.environ.get('KERAS_BACKEND')!r}); Forge's tensorflow framework needs "
+        "KERAS_BACKEND=tensorflow (or unset)"
+    )
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    tf.get_logger().setLevel(logging.ERROR)
+
+__all__ = ["TensorFlowBackend"]
+
+CHECKPOINT_FORMAT = "forge-keras-checkpoint"
+_KERAS_WEIGHTS = ".weights.h5"
+# What fit reports, named as the torch backend names them (Keras may add others).
+_LOG_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def _tf_device(device: str) -> str:
+    """Forge's device names (``cpu``, ``cuda``, ``cuda:1``) as TensorFlow device strings."""
+    if device.startswith("cuda"):
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        return f"/GPU:{index}"
+    return "/CPU:0"
+
+
+def _primary(outputs: Any) -> Any:
+    if isinstance(outputs, dict):
+        return next(iter(outputs.values()))
+    if isinstance(outputs, tuple | list):
+        return outputs[0]
+    return outputs
+
+
+def _keras_loss(loss: str) -> keras.losses.Loss:
+    if loss == "cross_entropy":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.losses.MeanSquaredError()
+
+
+def _coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
+    """``base`` with torch's ``weight_decay`` semantics: an L2 term added to the gradient.
+
+    Keras' own ``weight_decay`` is decoupled (AdamW-style) for every optimizer, while
+    ``torch.optim.Adam/SGD/RMSprop`` add ``weight_decay * w`` to the gradient; the same
+    train config must mean the same thing in both frameworks.
+    """
+
+    class CoupledL2(base):
+        def __init__(self, l2: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.l2 = float(l2)
+
+        def apply(self, grads: list[Any], trainable_variables: list[Any] | None = None) -> Any:
+            variables = (
+                trainable_variables
+                if trainable_variables is not None
+                else self._trainable_variables
+            )
+            grads = [
+                g if g is None else g + tf.cast(self.l2, g.dtype) * tf.convert_to_tensor(v)
+                for g, v in zip(grads, variables, strict=True)
+            ]
+            return super().apply(grads, trainable_variables)
+
+    CoupledL2.__name__ = f"{base.__name__}CoupledL2"
+    return CoupledL2
+
+
+def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
+    """The Keras optimizer for a resolved ``train.optimizer`` section, with torch's defaults.
+
+    ``epsilon``/``rho`` follow ``torch.optim`` so both frameworks train alike.
+    """
+    name, lr = cfg["name"], float(cfg["lr"])
+    wd, momentum = float(cfg.get("weight_decay", 0.0)), float(cfg.get("momentum", 0.0))
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=wd, epsilon=1e-8)
+    table: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, Any]]] = {
+        "adam": (keras.optimizers.Adam, {"epsilon": 1e-8}),
+        "sgd": (keras.optimizers.SGD, {"momentum": momentum}),
+        "rmsprop": (keras.optimizers.RMSprop, {"rho": 0.99, "momentum": momentum, "epsilon": 1e-8}),
+    }
+    if name not in table:
+        raise ConfigError(
+            f"train config key 'optimizer.name' is {name!r}; use adam, adamw, sgd or rmsprop"
+        )
+    cls, kwargs = table[name]
+    if wd:
+        return _coupled_l2(cls)(l2=wd, learning_rate=lr, **kwargs)
+    return cls(learning_rate=lr, **kwargs)
+
+
+# -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
+
+
+def _write_variables(group: Any, variables: list[Any]) -> None:
+    for i, var in enumerate(variables):
+        ds = group.create_dataset(f"{i:05d}", data=np.asarray(var.numpy()))
+        ds.attrs["path"] = str(var.path)
+
+
+def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> None:
+    names = sorted(group)
+    if len(names) != len(variables):
+        raise CorruptArtifactError(
+            f"checkpoint {path} holds {len(names)} {what} variables but the model has "
+            f"{len(variables)}; it belongs to a different model or optimizer"
+        )
+    values = [np.asarray(group[name][()]) for name in names]
+    for var, value, name in zip(variables, values, names, strict=True):
+        if tuple(value.shape) != tuple(var.shape):
+            raise CorruptArtifactError(
+                f"checkpoint {path}: {what} variable {name} ({group[name].attrs.get('path')}) "
+                f"has shape {value.shape}, the model's {var.path} has {tuple(var.shape)}"
+            )
+    for var, value in zip(variables, values, strict=True):
+        var.assign(value)
+
+
+def _open_checkpoint(path: Path) -> Any:
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise CorruptArtifactError(
+            f"checkpoint {path} cannot be opened (truncated or not HDF5): {err}"
+        ) from err
+    if fh.attrs.get("format") != CHECKPOINT_FORMAT or "model" not in fh:
+        fh.close()
+        raise CorruptArtifactError(
+            f"checkpoint {path} is not a Forge Keras checkpoint (attribute format != "
+            f"{CHECKPOINT_FORMAT!r}); it was tampered with or written by something else"
+        )
+    return fh
+
+
+def _restore(path: Path, model: Any, optimizer: Any | None) -> int:
+    """Assign a checkpoint's arrays to ``model`` (and ``optimizer``); return its epoch."""
+    fh = _open_checkpoint(path)
+    try:
+        _read_variables(fh["model"], list(model.variables), path, "model")
+        if optimizer is not None:
+            if "optimizer" not in fh:
+                raise CorruptArtifactError(f"checkpoint {path} has no optimizer state")
+            _read_variables(fh["optimizer"], list(optimizer.variables), path, "optimizer")
+        return int(fh.attrs["epoch"])
+    except (OSError, KeyError, ValueError) as err:
+        raise CorruptArtifactError(
+            f"checkpoint {path} cannot be read (truncated or tampered with): {err}"
+        ) from err
+    finally:
+        fh.close()
+
+
+# -- sessions -----------------------------------------------------------------------------
+
+
+def _reseed_layers(model: Any, seed: int) -> None:
+    """Seed the model's random layers (dropout & co.) from the train config's seed.
+
+    Keras layers draw their seeds when built, i.e. from the model seed; torch's dropout
+    follows the seed set when training starts. Resetting the seed-generator states here
+    makes ``train.seed`` mean the same in both frameworks.
+    """
+    states = [v for v in model.variables if str(v.path).endswith("seed_generator_state")]
+    for i, var in enumerate(states):
+        var.assign(np.asarray([seed * 1000 + i, 0], dtype=var.dtype))
+
+
+class _EpochHook(keras.callbacks.Callback):
+    """Tells the data generator which epoch starts and hands Forge each finished epoch."""
+
+    def __init__(self, session: _TFSession, on_epoch_end: EpochCallback) -> None:
+        super().__init__()
+        self.session = session
+        self.forward = on_epoch_end
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.session.epoch = epoch + 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        self.forward(epoch + 1, {k: float(logs[k]) for k in _LOG_KEYS if k in logs})
+
+
+class _TFSession(TrainSession):
+    def __init__(self, model: Any, settings: TrainSettings) -> None:
+        keras.utils.set_random_seed(settings.seed)
+        _reseed_layers(model, settings.seed)  # a resumed run restores them from its checkpoint
+        self.model = model
+        self.settings = settings
+        self.device = _tf_device(settings.device)
+        self.epoch = 0  # 1-based epoch the training generator is producing
+        self.optimizer = make_optimizer(settings.optimizer)
+        with tf.device(self.device):
+            # Built now so that a checkpoint can restore its slots before fit starts.
+            self.optimizer.build(model.trainable_variables)
+        if settings.objective is None:
+            metrics = (
+                [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+                if settings.loss == "cross_entropy"
+                else []
+            )
+            model.compile(
+                optimizer=self.optimizer,
+                loss=_keras_loss(settings.loss),
+                metrics=metrics,
+                jit_compile=False,
+            )
+
+    def _dataset(self, stream: BatchStream, names: tuple[str, ...]) -> tf.data.Dataset:
+        arrays = self.settings.meta.arrays
+        signature = tuple(
+            tf.TensorSpec((None, *arrays[n]["shape"]), tf.as_dtype(arrays[n]["dtype"]))
+            for n in names
+        )
+
+        def generate() -> Iterator[tuple[np.ndarray, ...]]:
+            # Called when Keras starts iterating an epoch (after on_epoch_begin), so the
+            # batch order is BatchStream's for that epoch: the same as torch's, and the
+            # same again after a resume.
+            for batch in stream.epoch(self.epoch):
+                yield tuple(batch[n] for n in names)
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        # A known length lets Keras count steps (and not warn that the input "ran out").
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(stream))).prefetch(1)
+
+    def fit(
+        self,
+        train: BatchStream,
+        val: BatchStream | None,
+        start_epoch: int,
+        on_epoch_end: EpochCallback,
+    ) -> None:
+        if start_epoch >= self.settings.epochs:
+            return
+        if self.settings.objective is not None:
+            self._fit_objective(train, val, start_epoch, on_epoch_end)
+            return
+        if "y" not in self.settings.meta.arrays:
+            raise ConfigError(
+                f"the data has no 'y' array (only {sorted(self.settings.meta.arrays)}), so loss "
+                f"{self.settings.loss!r} has no targets; register an objective and set "
+                "model.objective"
+            )
+        self.epoch = start_epoch + 1
+        train_data = self._dataset(train, ("x", "y"))
+        val_data = self._dataset(val, ("x", "y")) if val is not None and val.rows else None
+        with tf.device(self.device):
+            self.model.fit(
+                train_data,
+                validation_data=val_data,
+                initial_epoch=start_epoch,
+                epochs=self.settings.epochs,
+                callbacks=[_EpochHook(self, on_epoch_end)],
+                shuffle=False,
+                verbose=0,
+            )
+
+    def _fit_objective(
+        self,
+        train: BatchStream,
+        val: BatchStream | None,
+        start_epoch: int,
+        on_epoch_end: EpochCallback,
+    ) -> None:
+        """A registered objective computes the loss itself: a plain GradientTape loop."""
+        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
+            logs = self._objective_epoch(train, epoch, train=True)
+            if val is not None and val.rows:
+                logs.update(
+                    {f"val_{k}": v for k, v in self._objective_epoch(val, epoch, False).items()}
+                )
+            on_epoch_end(epoch, logs)
+
+    def _objective_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
+        assert self.settings.objective is not None
+        objective = self.settings.objective.func
+        variables = self.model.trainable_variables
+        totals: dict[str, float] = {}
+        rows = 0
+        with tf.device(self.device):
+            for raw in stream.epoch(epoch):
+                batch = {k: tf.convert_to_tensor(v) for k, v in raw.items()}
+                n = len(next(iter(raw.values())))
+                if train:
+                    with tf.GradientTape() as tape:
+                        result = objective(model=self.model, batch=batch)
+                    grads = tape.gradient(result["loss"], variables)
+                    self.optimizer.apply(grads, variables)
+                else:
+                    result = objective(model=self.model, batch=batch)
+                for key, value in result.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * n
+                rows += n
+        return {k: v / max(rows, 1) for k, v in totals.items()}
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        import h5py
+
+        with h5py.File(path, "w") as fh:
+            fh.attrs["format"] = CHECKPOINT_FORMAT
+            fh.attrs["epoch"] = int(epoch)
+            fh.attrs["keras"] = keras.__version__
+            # model.variables includes the dropout layers' seed-generator states.
+            _write_variables(fh.create_group("model"), list(self.model.variables))
+            _write_variables(fh.create_group("optimizer"), list(self.optimizer.variables))
+
+    def load_checkpoint(self, path: Path) -> int:
+        return _restore(path, self.model, self.optimizer)
+
+    def save_weights(self, path: Path) -> None:
+        TensorFlowBackend().save_weights(self.model, path)
+
+
+# -- TensorBoard --------------------------------------------------------------------------
+
+
+class _TFScalarWriter(ScalarWriter):
+    """``tf.summary`` event files holding classic ``simple_value`` scalars.
+
+    ``tf.summary.scalar`` stores TF2 tensor summaries, which TensorBoard's classic event
+    accumulator lists under ``tensors``; raw ``simple_value`` protos are what the torch
+    backend writes and what both of TensorBoard's readers list as scalars.
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        self._writer = tf.summary.create_file_writer(str(logdir))
+
+    def add_scalars(self, step: int, values: Mapping[str, float]) -> None:
+        summary = tf.compat.v1.Summary(
+            value=[
+                tf.compat.v1.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()
+            ]
+        )
+        with self._writer.as_default():
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(step))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+# -- the backend --------------------------------------------------------------------------
+
+
+def _to_numpy(out: Any) -> Any:
+    if isinstance(out, dict):
+        return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+    if isinstance(out, tuple | list):
+        return tuple(keras.ops.convert_to_numpy(v) for v in out)
+    return keras.ops.convert_to_numpy(out)
+
+
+def _concat(chunks: list[Any]) -> Any:
+    if not chunks:
+        return np.zeros((0,))
+    first = chunks[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([c[k] for c in chunks]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(np.concatenate([c[i] for c in chunks]) for i in range(len(first)))
+    return np.concatenate(chunks)
+
+
+class TensorFlowBackend(Backend):
+    """Keras 3 models on TensorFlow (``framework: tensorflow``)."""
+
+    name = "tensorflow"
+    weights_suffix = _KERAS_WEIGHTS
+    # One suffix (Path.suffix) that no weights file has: ".weights.h5" ends in ".h5".
+    checkpoint_suffix = ".ckpt"
+    export_name = "model.savedmodel"
+
+    def versions(self) -> dict[str, str]:
+        return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+    def resolve_device(self, requested: str) -> str:
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        if requested == "auto":
+            return "cuda" if has_gpu else "cpu"
+        if requested.startswith("cuda") and not has_gpu:
+            raise ConfigError(
+                "train config key 'device' is 'cuda' but TensorFlow sees no GPU; "
+                "use device: auto or cpu"
+            )
+        return requested
+
+    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
+        keras.utils.set_random_seed(seed)
+        reserved = {"input_shape": meta.input_shape, "num_classes": meta.num_classes, "meta": meta}
+        kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
+        model = entry.func(**kwargs, **params)
+        if not isinstance(model, keras.Model):
+            raise ConfigError(
+                f"model builder {entry.name!r} ({entry.qualname}) returned "
+                f"{type(model).__name__}, not a keras.Model"
+            )
+        if not model.built:
+            # Weights exist only once a model knows its input shape.
+            model.build((None, *meta.input_shape))
+        return model
+
+    def session(self, model: Any, settings: TrainSettings) -> TrainSession:
+        return _TFSession(model, settings)
+
+    def save_weights(self, model: Any, path: Path) -> None:
+        path = Path(path)
+        if path.name.endswith(_KERAS_WEIGHTS):
+            model.save_weights(str(path))
+            return
+        # Keras insists on the ".weights.h5" ending; write beside and rename.
+        staging = path.with_name(path.name + _KERAS_WEIGHTS)
+        try:
+            model.save_weights(str(staging))
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def load_weights(self, model: Any, path: Path) -> None:
+        path = Path(path)
+        if path.suffix == self.checkpoint_suffix:
+            _restore(path, model, None)
+            return
+        if not path.name.endswith(_KERAS_WEIGHTS):
+            raise CorruptArtifactError(
+                f"weights file {path} is not a Keras '{_KERAS_WEIGHTS}' file; Forge never loads "
+                "legacy whole-model .h5 files"
+            )
+        try:
+            model.load_weights(str(path))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CorruptArtifactError(
+                f"weights file {path} cannot be loaded (truncated, tampered with, or from a "
+                f"different architecture): {str(err).splitlines()[0][:300]}"
+            ) from err
+
+    def predict(
+        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
+        chunks: list[Any] = []
+        with tf.device(_tf_device(device)):
+            for raw in batches:
+                chunks.append(_to_numpy(model(tf.convert_to_tensor(raw["x"]), training=False)))
+        return _concat(chunks)
+
+    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+        out = np.asarray(_primary(outputs))
+        y = np.asarray(targets)
+        if loss != "cross_entropy":
+            out, y = out.reshape(y.shape).astype(np.float32), y.astype(np.float32)
+        return float(keras.ops.convert_to_numpy(_keras_loss(loss)(y, out)))
+
+    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+        return _TFScalarWriter(logdir)
+
+    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
+        # A SavedModel directory: graph + variables, served without any Python model code.
+        model.export(str(path), format="tf_saved_model", verbose=False)
+
+    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        try:
+            loaded = tf.saved_model.load(str(path))
+            serve = loaded.serve
+        except Exception as err:  # TF raises many types for a damaged SavedModel
+            detail = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            raise CorruptArtifactError(
+                f"code-free export {path} cannot be loaded as a SavedModel (truncated or "
+                f"tampered with): {detail}"
+            ) from err
+        spec = serve.input_signature[0] if getattr(serve, "input_signature", None) else None
+        dtype = spec.dtype if isinstance(spec, tf.TensorSpec) else tf.float32
+
+        def run(batch: Mapping[str, np.ndarray]) -> Any:
+            return _to_numpy(serve(tf.convert_to_tensor(np.asarray(batch["x"]), dtype=dtype)))
+
+        run.module = loaded  # type: ignore[attr-defined]  # LoadTrained.model in code-free mode
+        return run

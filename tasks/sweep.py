@@ -1,0 +1,379 @@
+"""Sweep: run every experiment of a sweep config, share upstream steps, summarise the result.
+
+Why shards. Luigi's scheduler walks every task it knows on every ``get_work`` call, so a
+sweep scheduled as one Luigi task per step (4 per experiment) costs time quadratic in the
+number of experiments. A ``Sweep`` instead requires a bounded number of ``SweepShard``
+tasks (``--shards``, default ``min(experiments, 64)``); each shard runs its experiments'
+steps (PrepareData → BuildModel → Train → Evaluate) in its own process, skipping every
+step already complete. The scheduler then sees at most 65 tasks whatever the sweep's
+size, and the remaining per-experiment cost is a few file ``stat`` calls.
+
+Exactly once. With ``luigid``, each shard is handed to exactly one worker, and every
+experiment belongs to exactly one shard. Upstream steps shared between shards (one
+PrepareData for many models) are guarded by the per-directory lock of
+:class:`~tasks.base.ForgeTask`: the second process waits, then finds the step complete.
+
+Failures. A shard runs all its experiments even when some fail, records the failures
+under ``<sweep dir>/shards/``, rewrites the sweep summary, and only then fails (so the
+command exits non-zero). ``Sweep`` itself runs only when every shard succeeded; when one
+failed, the failing shard (and every shard finishing after it) writes the summary
+instead, so the summary always exists and names the failures.
+
+Forked workers. With ``--workers N > 1`` Luigi forks one process per task. Nothing here
+imports torch or TensorFlow: configs are resolved and completeness is checked from files,
+so frameworks are first imported inside the forked shard process that trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from tasks.atomic import atomic_write_text, storage_errors
+from tasks.base import ForgeTask, Spec, _file_key, _FreshInstances, resolve_spec
+from tasks.config.resolve import digest_of
+from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
+from tasks.errors import ConfigError, ForgeError, SweepError
+from tasks.evaluate import Evaluate
+from tasks.layout import SUCCESS
+from tasks.settings import forge
+from tasks.sweep_summary import build_rows, write_summary
+
+__all__ = ["MAX_AUTO_SHARDS", "SWEEPS_DIR", "Sweep", "SweepPlan", "SweepShard", "load_plan"]
+
+logger = logging.getLogger("forge")
+
+SWEEPS_DIR = "sweeps"
+SHARDS_DIR = "shards"
+MAX_AUTO_SHARDS = 64
+_LEVELS = ("data", "model", "train", "eval")
+
+
+@dataclass
+class SweepPlan:
+    """A sweep expanded into experiments, each resolved to its directories."""
+
+    source: Path
+    name: str
+    digest: str
+    results_root: Path
+    experiments: list[SweepExperiment]
+    specs: list[Spec]
+    inputs: tuple[Any, ...] = field(repr=False, default=())
+
+    @property
+    def directory(self) -> Path:
+        """``<results>/sweeps/<name>-<hash>/``: summary and shard records."""
+        return self.results_root / SWEEPS_DIR / f"{self.name}-{self.digest[:8]}"
+
+    def done(self, index: int) -> bool:
+        """Whether experiment ``index`` is evaluated (its Evaluate marker exists)."""
+        return (self.specs[index].dirs["eval"] / SUCCESS).is_file()
+
+    def key(self, index: int) -> str:
+        """A stable id of experiment ``index``: its Evaluate directory, relative."""
+        return str(self.specs[index].dirs["eval"].relative_to(self.results_root))
+
+    def describe(self, index: int) -> dict[str, Any]:
+        """What the summary shows about experiment ``index`` besides its status."""
+        spec = self.specs[index]
+        return {
+            "id": self.key(index),
+            "experiment": str(spec.dirs["train"].relative_to(self.results_root)),
+            "eval_dir": spec.dirs["eval"],
+            "framework": spec["model"].config["framework"],
+            "names": {level: spec[level].name for level in _LEVELS},
+            "values": dict(self.experiments[index].values),
+        }
+
+
+_plans: dict[tuple[Any, ...], SweepPlan] = {}
+
+
+def _sweep_name(path: Path, configured: str | None) -> str:
+    if configured:
+        return configured
+    return re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)[:64].lstrip("._-") or "sweep"
+
+
+def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
+    """Validate, expand and resolve a sweep (memoised on the files' stat).
+
+    Raises:
+        ConfigError: the sweep file or any experiment's configs or values are invalid.
+    """
+    path = Path(sweep_config)
+    key = (_file_key(sweep_config), str(results_root), os.getcwd())
+    cached = _plans.get(key)
+    if cached is not None and cached.inputs == _input_keys(cached.experiments):
+        return cached
+    config = load_sweep_config(path)
+    experiments = expand_sweep(config, path)
+    specs = []
+    for exp in experiments:
+        paths = {"data": exp.data, "model": exp.model, "train": exp.train, "eval": exp.eval}
+        try:
+            specs.append(resolve_spec(_LEVELS, paths, exp.overrides, results_root))
+        except ForgeError as err:
+            raise type(err)(
+                f"sweep config {path}: experiment with {exp.overrides or 'no overrides'}: {err}"
+            ) from err
+    identity = [[spec[level].digest for level in _LEVELS] for spec in specs]
+    plan = SweepPlan(
+        source=path,
+        name=_sweep_name(path, config.name),
+        digest=digest_of(identity),
+        results_root=results_root,
+        experiments=experiments,
+        specs=specs,
+        inputs=_input_keys(experiments),
+    )
+    _plans[key] = plan
+    return plan
+
+
+def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
+    files = sorted({p for e in experiments for p in (e.data, e.model, e.train, e.eval) if p})
+    return tuple(_file_key(p) for p in files)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialise summary writers of one sweep (across processes and hosts via flock)."""
+    with storage_errors(str(directory)):
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _recorded_failures(plan: SweepPlan) -> dict[str, dict[str, str]]:
+    failures: dict[str, dict[str, str]] = {}
+    records = sorted(
+        (plan.directory / SHARDS_DIR).glob("*.json"), key=lambda p: p.stat().st_mtime_ns
+    )
+    for record in records:
+        with contextlib.suppress(OSError, ValueError):
+            failures.update(json.loads(record.read_text()).get("failures", {}))
+    return failures
+
+
+def write_plan_summary(plan: SweepPlan) -> str:
+    """Rewrite the sweep's summary files from the disk state; return the text table."""
+    with _locked(plan.directory):
+        failures = _recorded_failures(plan)
+        rows = build_rows((plan.describe(i) for i in range(len(plan.specs))), failures)
+        header = {"sweep": plan.name, "source": str(plan.source), "digest": plan.digest}
+        return write_summary(plan.directory, rows, header)
+
+
+class SweepParams:
+    """Parameters shared by :class:`Sweep` and :class:`SweepShard`."""
+
+    sweep_config = luigi.Parameter(description="Sweep config YAML (configs/sweeps/*.yaml).")
+    results_dir = luigi.OptionalParameter(
+        default=None, description="Results directory (default: [forge] results_dir, else results)."
+    )
+
+    @property
+    def results_root(self) -> Path:
+        return Path(self.results_dir or forge().results_dir)
+
+
+class SweepShard(SweepParams, luigi.Task, metaclass=_FreshInstances):
+    """Run experiments ``index``, ``index + count``, … of a sweep, in this process."""
+
+    index = luigi.IntParameter(description="Which shard (0-based).")
+    count = luigi.IntParameter(description="How many shards the sweep is cut into.")
+    sweep_digest = luigi.Parameter(description="Content hash of the expanded sweep.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = load_plan(self.sweep_config, self.results_root)
+
+    @property
+    def indices(self) -> range:
+        return range(self.index, len(self.plan.specs), self.count)
+
+    def complete(self) -> bool:
+        return all(self.plan.done(i) for i in self.indices)
+
+    def run(self) -> None:
+        plan = self.plan = load_plan(self.sweep_config, self.results_root)
+        if plan.digest != self.sweep_digest:
+            raise ConfigError(
+                f"sweep config {self.sweep_config} (or a config it lists) changed since this "
+                "sweep was scheduled; rerun the command"
+            )
+        runner = _ShardRunner(self, plan)
+        for position, index in enumerate(self.indices):
+            runner.run_experiment(position, index)
+        record = {
+            "shard": self.index,
+            "count": self.count,
+            "host": os.uname().nodename,
+            "pid": os.getpid(),
+            "ran": runner.ran,
+            "step_seconds": round(runner.step_seconds, 6),
+            "failures": runner.failures,
+        }
+        shard_file = plan.directory / SHARDS_DIR / f"{self.index:04d}-of-{self.count:04d}.json"
+        with storage_errors(str(shard_file)):
+            shard_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(shard_file, json.dumps(record, indent=2) + "\n")
+        if runner.failures or _recorded_failures(plan):
+            write_plan_summary(plan)
+        if runner.failures:
+            first = "; ".join(f"{k}: {v['error']}" for k, v in list(runner.failures.items())[:3])
+            raise SweepError(
+                f"{len(runner.failures)} of {len(self.indices)} experiments in shard "
+                f"{self.index + 1}/{self.count} of sweep {plan.name} failed ({first}); "
+                f"see {plan.directory / 'summary.txt'}"
+            )
+
+
+class _ShardRunner:
+    """Runs one experiment's chain of steps in-process, remembering shared upstream steps."""
+
+    def __init__(self, shard: SweepShard, plan: SweepPlan) -> None:
+        self.shard = shard
+        self.plan = plan
+        self.total = len(shard.indices)
+        self.done: set[str] = set()
+        self.broken: dict[str, str] = {}
+        self.ran: list[str] = []
+        self.failures: dict[str, dict[str, str]] = {}
+        self.step_seconds = 0.0
+
+    def run_experiment(self, position: int, index: int) -> None:
+        if self.plan.done(index):
+            return
+        key = self.plan.key(index)
+        params = self.plan.experiments[index].params(self.shard.results_dir)
+        chain: list[ForgeTask] = [Evaluate(**params)]
+        while upstream := chain[-1].requires():
+            chain.append(upstream)
+        logger.info("sweep %s: experiment %d/%d %s", self.plan.name, position + 1, self.total, key)
+        for task in reversed(chain):
+            if task.task_id in self.done:
+                continue
+            if task.task_id in self.broken:
+                self._fail(key, task, f"upstream step failed: {self.broken[task.task_id]}")
+                return
+            try:
+                if not task.complete():
+                    self._execute(task, position)
+            except Exception as err:  # one experiment's failure must not stop the others
+                message = f"{type(err).__name__}: {err}"
+                self.broken[task.task_id] = message
+                self._fail(key, task, message, err)
+                return
+            self.done.add(task.task_id)
+        self.ran.append(key)
+
+    def _fail(self, key: str, task: ForgeTask, message: str, err: Exception | None = None) -> None:
+        self.failures[key] = {"step": task.task_family, "error": message}
+        logger.error(
+            "sweep %s: experiment %s failed in %s: %s",
+            self.plan.name,
+            key,
+            task.task_family,
+            message,
+            exc_info=err if err is not None and not isinstance(err, ForgeError) else None,
+        )
+
+    def _execute(self, task: ForgeTask, position: int) -> None:
+        """Run ``task`` as Luigi's worker would, reporting progress through the shard."""
+        task.set_status_message = self._status(task)
+        task.set_progress_percentage = self._progress(position)
+        task.set_tracking_url = lambda url: None
+        started = time.perf_counter()
+        try:
+            task.run()
+        finally:
+            self.step_seconds += time.perf_counter() - started
+        if not task.complete():
+            raise SweepError(f"{task.task_family} finished, but its output is incomplete")
+
+    def _status(self, task: ForgeTask) -> Callable[[str], None]:
+        forward = getattr(self.shard, "set_status_message", None)
+
+        def report(message: str) -> None:
+            if callable(forward):
+                forward(f"{task.directory.name} {task.task_family}: {message}")
+
+        return report
+
+    def _progress(self, position: int) -> Callable[[float], None]:
+        forward = getattr(self.shard, "set_progress_percentage", None)
+
+        def report(percentage: float) -> None:
+            if callable(forward):
+                forward(round((position + percentage / 100.0) * 100.0 / self.total, 1))
+
+        return report
+
+
+class Sweep(SweepParams, luigi.Task, metaclass=_FreshInstances):
+    """Run every experiment of a sweep config and write its summary."""
+
+    shards = luigi.IntParameter(
+        default=0,
+        description=f"Shard tasks to cut the sweep into (0: min(experiments, {MAX_AUTO_SHARDS})). "
+        "Every worker of one sweep must use the same value.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = load_plan(self.sweep_config, self.results_root)
+        if self.shards < 0:
+            raise ConfigError(f"--shards must be 0 (automatic) or positive, got {self.shards}")
+
+    @property
+    def shard_count(self) -> int:
+        count = self.shards or min(len(self.plan.specs), MAX_AUTO_SHARDS)
+        return max(1, min(count, len(self.plan.specs)))
+
+    def requires(self) -> list[SweepShard]:
+        return [
+            SweepShard(
+                sweep_config=self.sweep_config,
+                results_dir=self.results_dir,
+                index=i,
+                count=self.shard_count,
+                sweep_digest=self.plan.digest,
+            )
+            for i in range(self.shard_count)
+        ]
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.plan.directory / SUCCESS))
+
+    def complete(self) -> bool:
+        done = all(self.plan.done(i) for i in range(len(self.plan.specs)))
+        return done and Path(self.output().path).is_file()
+
+    def run(self) -> None:
+        text = write_plan_summary(self.plan)
+        logger.info("sweep %s summary (%s):\n%s", self.plan.name, self.plan.directory, text)
+        missing = [self.plan.key(i) for i in range(len(self.plan.specs)) if not self.plan.done(i)]
+        if missing:
+            raise SweepError(
+                f"sweep {self.plan.name}: {len(missing)} experiments are not complete "
+                f"(e.g. {missing[0]}); see {self.plan.directory / 'summary.txt'}"
+            )
+        atomic_write_text(self.plan.directory / SUCCESS, "")

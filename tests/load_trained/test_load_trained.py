@@ -1,0 +1,342 @@
+"""LoadTrained restores experiments from their directory alone, safely, for both frameworks."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pytest
+from conftest import CONFIGS, FRAMEWORKS, MODEL_CONFIGS
+from lt_support import (
+    PLUGIN_MODULE,
+    Trained,
+    framework_available,
+    load_in_subprocess,
+    make_trained,
+)
+
+from pipelines import LoadTrained
+from tasks import ConfigError, CorruptArtifactError, ExperimentNotFoundError
+from tasks.experiment import StoredExperiment
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """Two tiny experiments per framework, trained once for this module."""
+    return make_trained(request.param, tmp_path_factory)
+
+
+def stored_predictions(experiment: Path) -> np.ndarray:
+    return LoadTrained(experiment).evaluations[0].predictions()["output"]
+
+
+def copy_results(t: Trained, dest: Path) -> Path:
+    """A copy of the whole results tree; returns the built-in experiment inside it."""
+    shutil.copytree(t.results, dest)
+    return dest / t.builtin.relative_to(t.results)
+
+
+# -- restoring ---------------------------------------------------------------------------
+
+
+def test_predictions_equal_what_evaluate_stored(trained: Trained) -> None:
+    exp = LoadTrained(trained.builtin)
+    x, y = exp.data("test")
+    assert exp.framework == trained.framework
+    assert exp.config["model"]["builder"] == "mlp"
+    np.testing.assert_allclose(exp.predict(x), stored_predictions(trained.builtin), atol=1e-6)
+    if trained.framework == "torch":
+        import torch
+
+        assert isinstance(exp.model, torch.nn.Module) and not exp.model.training
+        with torch.no_grad():
+            direct = exp.model(torch.from_numpy(x)).numpy()
+    else:
+        import keras
+
+        assert isinstance(exp.model, keras.Model)
+        direct = np.asarray(exp.model(x, training=False))
+    np.testing.assert_allclose(direct, stored_predictions(trained.builtin), atol=1e-6)
+    assert y is not None and len(y) == len(x) == exp.evaluations[0].rows
+
+
+def test_accessors_read_the_stored_experiment(trained: Trained) -> None:
+    exp = LoadTrained(trained.builtin)
+    assert [row["epoch"] for row in exp.metrics] == [1, 2]
+    assert {"loss", "val_loss"} <= set(exp.metrics[0])
+    (evaluation,) = exp.evaluations
+    assert evaluation.split == "test" and 0.0 <= evaluation.metrics["accuracy"] <= 1.0
+    last, first = exp.checkpoint("last"), exp.checkpoint(1)
+    x, _ = exp.data("val")
+    assert last.predict(x).shape == first.predict(x).shape == (len(x), 10)
+    assert not np.allclose(first.predict(x), last.predict(x))
+    with pytest.raises(ExperimentNotFoundError, match="stored epochs"):
+        exp.checkpoint(99).model  # noqa: B018
+    with pytest.raises(ConfigError, match="checkpoint"):
+        exp.checkpoint("newest")
+    assert exp.predict(x, batch_size=7).shape == (len(x), 10)
+
+
+def test_survives_deleted_configs_other_cwd_and_moved_results(
+    trained: Trained, tmp_path: Path
+) -> None:
+    moved = copy_results(trained, tmp_path / "elsewhere" / "results")
+    configs = tmp_path / "configs"
+    shutil.copytree(trained.configs, configs)
+    shutil.rmtree(configs)  # the copies the experiment never pointed at are gone too
+    (tmp_path / "cwd").mkdir()
+    out = load_in_subprocess(moved, cwd=tmp_path / "cwd")
+    assert out["diff"] <= 1e-6 and not out["warnings"]
+    out = load_in_subprocess(
+        trained.builtin.relative_to(trained.results), cwd=trained.results
+    )  # a relative path, from the results folder
+    assert out["diff"] <= 1e-6
+
+
+def test_deleted_original_config_files_do_not_matter(trained: Trained, tmp_path: Path) -> None:
+    backup = tmp_path / "configs-backup"
+    shutil.copytree(trained.configs, backup)
+    shutil.rmtree(trained.configs)
+    try:
+        out = load_in_subprocess(trained.builtin, cwd=tmp_path)
+    finally:
+        shutil.copytree(backup, trained.configs)
+    assert out["diff"] <= 1e-6
+
+
+def test_code_free_matches_the_full_model(trained: Trained) -> None:
+    exp = LoadTrained(trained.builtin, code_free=True)
+    x, _ = exp.data("test")
+    np.testing.assert_allclose(exp.predict(x), stored_predictions(trained.builtin), atol=1e-5)
+    with pytest.raises(Exception, match="holds the 'best' weights"):
+        LoadTrained(trained.builtin, checkpoint="last", code_free=True).model  # noqa: B018
+
+
+def test_unimportable_builder_falls_back_to_the_export(trained: Trained, tmp_path: Path) -> None:
+    moved = tmp_path / "results"
+    shutil.copytree(trained.results, moved)
+    experiment = moved / trained.plugin.relative_to(trained.results)
+    with_plugin = load_in_subprocess(experiment, cwd=tmp_path, env=trained.plugin_env())
+    assert with_plugin["diff"] <= 1e-6 and not with_plugin["warnings"]
+    renamed = tmp_path / "renamed"
+    shutil.copytree(trained.plugin_dir, renamed)
+    (renamed / f"{PLUGIN_MODULE}.py").rename(renamed / "forge_lt_plugin_v2.py")
+    env = {**trained.plugin_env(), "PYTHONPATH": str(renamed)}
+    out = load_in_subprocess(experiment, cwd=tmp_path, env=env)
+    assert out["diff"] <= 1e-5
+    assert any(
+        w.startswith("ExportFallbackWarning") and PLUGIN_MODULE in w for w in out["warnings"]
+    ), out["warnings"]
+    out = load_in_subprocess(experiment, cwd=tmp_path, env={"FORGE_PLUGINS": ""})
+    assert out["diff"] <= 1e-5 and any("lt_tiny" in w for w in out["warnings"])
+
+
+def test_edited_builder_source_warns_about_code_drift(trained: Trained, tmp_path: Path) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(trained.plugin_dir, edited)
+    source = edited / f"{PLUGIN_MODULE}.py"
+    source.write_text(source.read_text().replace("# builder body marker", "# edited since"))
+    env = {**trained.plugin_env(), "PYTHONPATH": str(edited)}
+    out = load_in_subprocess(trained.plugin, cwd=tmp_path, env=env)
+    assert out["diff"] <= 1e-6  # same architecture: the weights still load
+    drift = [w for w in out["warnings"] if w.startswith("CodeDriftWarning")]
+    assert drift and "builder" in drift[0] and "tiny_" in drift[0], out["warnings"]
+
+
+def test_constructing_and_reading_records_imports_no_framework(
+    trained: Trained, tmp_path: Path
+) -> None:
+    code = (
+        "import sys\nfrom pipelines import LoadTrained\n"
+        f"e = LoadTrained({str(trained.builtin)!r})\n"
+        "e.config, e.metrics, e.evaluations, e.data('test'), e.checkpoint('last')\n"
+        "print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- finding experiments -------------------------------------------------------------------
+
+
+def test_prefix_and_not_found_errors(trained: Trained) -> None:
+    exp = LoadTrained(str(trained.builtin)[:-3])
+    assert exp.directory == trained.builtin.resolve()
+    wrong = trained.builtin.with_name("default-00000000")
+    with pytest.raises(ExperimentNotFoundError, match="closest finished experiments") as err:
+        LoadTrained(wrong)
+    assert str(trained.builtin.resolve()) in str(err.value)
+    with pytest.raises(ExperimentNotFoundError, match="matches 2 experiments"):
+        LoadTrained(trained.builtin.parent.parent)
+    with pytest.raises(ExperimentNotFoundError, match="no finished experiment"):
+        LoadTrained.from_configs(
+            trained.configs / "digits.yaml",
+            trained.configs / f"mlp_{trained.framework}.yaml",
+            overrides={"train.epochs": 7},
+            results_dir=trained.results,
+        )
+
+
+def test_from_configs_finds_the_trained_experiment(trained: Trained) -> None:
+    exp = LoadTrained.from_configs(
+        data_config=trained.configs / "digits.yaml",
+        model_config=trained.configs / f"mlp_{trained.framework}.yaml",
+        overrides="train.epochs=2",
+        results_dir=trained.results,
+    )
+    assert exp.directory == trained.builtin.resolve()
+    x, _ = exp.data("test")
+    np.testing.assert_allclose(exp.predict(x), stored_predictions(trained.builtin), atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_luigi_build_trains_a_missing_experiment(framework: str, tmp_path: Path) -> None:
+    framework_available(framework)
+    task = LoadTrained(
+        data_config=str(CONFIGS / "data" / "digits.yaml"),
+        model_config=str(MODEL_CONFIGS[framework]),
+        overrides="train.epochs=1 model.params.hidden=[16]",
+        results_dir=str(tmp_path / "results"),
+    )
+    assert not task.complete()
+    with pytest.raises(ExperimentNotFoundError):
+        task.model  # noqa: B018
+    assert luigi.build([task], local_scheduler=True)
+    assert task.complete() and (task.directory / "model").is_dir()
+    x, _ = task.data("test")
+    assert task.predict(x).shape == (len(x), 10)
+    assert [row["epoch"] for row in task.metrics] == [1]
+
+
+# -- safety ------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this writes ``sentinel``: what a hostile weights file would do."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({self.sentinel!r}, 'w').write('pwned')",))
+
+
+def hostile_pickle(sentinel: Path) -> bytes:
+    return pickle.dumps(_Payload(sentinel))
+
+
+def test_the_hostile_pickle_really_runs_code(tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    pickle.loads(hostile_pickle(control))  # noqa: S301 - proves the payload is live
+    assert control.read_text() == "pwned"
+
+
+@pytest.mark.parametrize("which", ["best", "last", 1])
+def test_pickled_weights_or_checkpoint_is_refused(
+    trained: Trained, tmp_path: Path, which: str | int
+) -> None:
+    experiment = copy_results(trained, tmp_path / "results")
+    target = StoredExperiment(experiment).weights_path(which)
+    sentinel = tmp_path / "sentinel"
+    target.write_bytes(hostile_pickle(sentinel))
+    with pytest.raises(CorruptArtifactError, match=target.name):
+        LoadTrained(experiment, checkpoint=which).model  # noqa: B018
+    assert not sentinel.exists()
+
+
+def test_truncated_weights_name_the_file(trained: Trained, tmp_path: Path) -> None:
+    experiment = copy_results(trained, tmp_path / "results")
+    target = StoredExperiment(experiment).weights_path("best")
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    with pytest.raises(CorruptArtifactError, match=target.name):
+        LoadTrained(experiment).model  # noqa: B018
+
+
+def test_export_path_outside_the_experiment_is_refused(trained: Trained, tmp_path: Path) -> None:
+    experiment = copy_results(trained, tmp_path / "results")
+    run = json.loads((experiment / "run.json").read_text())
+    run["export"]["file"] = "../../../../outside.pt2"
+    (experiment / "run.json").write_text(json.dumps(run))
+    with pytest.raises(CorruptArtifactError, match="outside"):
+        LoadTrained(experiment, code_free=True).model  # noqa: B018
+
+
+def _rewrite_pt2(path: Path, edit: dict[str, bytes]) -> None:
+    """Replace members (by name relative to the archive folder) of a .pt2 zip."""
+    with zipfile.ZipFile(path) as src:
+        members = {info.filename: src.read(info) for info in src.infolist()}
+    root = next(iter(members)).split("/", 1)[0]
+    for name, data in edit.items():
+        members[f"{root}/{name}"] = data
+    with zipfile.ZipFile(path, "w") as dst:
+        for name, data in members.items():
+            dst.writestr(name, data)
+
+
+def _pickled_weight(path: Path, sentinel: Path) -> None:
+    with zipfile.ZipFile(path) as src:
+        root = src.namelist()[0].split("/", 1)[0]
+        config = json.loads(src.read(f"{root}/data/weights/model_weights_config.json"))
+    first = next(iter(config["config"].values()))
+    first["use_pickle"] = True
+    buffer = io.BytesIO()
+    buffer.write(hostile_pickle(sentinel))
+    _rewrite_pt2(
+        path,
+        {
+            "data/weights/model_weights_config.json": json.dumps(config).encode(),
+            f"data/weights/{first['path_name']}": buffer.getvalue(),
+        },
+    )
+
+
+def _eval_in_shape(path: Path, sentinel: Path) -> None:
+    with zipfile.ZipFile(path) as src:
+        root = src.namelist()[0].split("/", 1)[0]
+        model = src.read(f"{root}/models/model.json").decode()
+    hostile = f"__import__('builtins').exec(\"open({str(sentinel)!r}, 'w').write('x')\")"
+    model = model.replace(
+        "Symbol('s", json.dumps(hostile)[1:-1] + " + Symbol('s", 1
+    )  # one shape expression now evals code
+    _rewrite_pt2(path, {"models/model.json": model.encode()})
+
+
+@pytest.mark.parametrize("attack", [_pickled_weight, _eval_in_shape], ids=["pickle", "sympify"])
+def test_hostile_torch_export_is_refused(trained: Trained, tmp_path: Path, attack: object) -> None:
+    if trained.framework != "torch":
+        pytest.skip("a torch.export archive attack")
+    experiment = copy_results(trained, tmp_path / "results")
+    export = StoredExperiment(experiment).export_path()
+    assert export is not None
+    control_file = Path(shutil.copy(export, tmp_path / "control.pt2"))
+    sentinel = tmp_path / "sentinel"
+    attack(export, sentinel)  # type: ignore[operator]
+    with pytest.raises(CorruptArtifactError, match="refused"):
+        LoadTrained(experiment, code_free=True).model  # noqa: B018
+    assert not sentinel.exists()
+    # The same attack fed to torch.export.load directly does run the payload.
+    import torch
+
+    control = tmp_path / "control"
+    attack(control_file, control)  # type: ignore[operator]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.export.load(str(control_file))
+        except Exception:
+            pass  # a broken program after the payload ran is expected
+    assert control.exists()

@@ -1,0 +1,92 @@
+"""Sweep config validation and expansion: grids, zips, errors naming the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config.sweep import expand_sweep, load_sweep_config
+from tasks.errors import ConfigError
+from tests.conftest import CONFIGS, write_yaml
+
+DATA = CONFIGS / "data" / "moons.yaml"
+MODEL = CONFIGS / "model" / "mlp_torch.yaml"
+
+
+def _sweep(tmp_path: Path, body: str) -> Path:
+    return write_yaml(tmp_path / "sweep.yaml", f"data: [{DATA}]\nmodel: [{MODEL}]\n{body}")
+
+
+def test_grid_is_cartesian_and_zip_walks_in_lockstep(tmp_path: Path) -> None:
+    path = _sweep(
+        tmp_path,
+        "grid: {model.params.hidden: [[8], [16], [32]], train.optimizer.lr: [0.1, 0.01]}\n"
+        "zip: {train.seed: [0, 1], model.seed: [5, 6]}\n",
+    )
+    experiments = expand_sweep(load_sweep_config(path), path)
+    assert len(experiments) == 3 * 2 * 2
+    pairs = {(dict(e.values)["train.seed"], dict(e.values)["model.seed"]) for e in experiments}
+    assert pairs == {(0, 5), (1, 6)}
+    assert len({e.overrides for e in experiments}) == 12
+
+
+def test_values_round_trip_through_override_parsing(tmp_path: Path) -> None:
+    from tasks.config.resolve import parse_overrides
+
+    path = _sweep(
+        tmp_path, "grid: {model.params.hidden: [[64, 32]], model.params.activation: [tanh]}\n"
+    )
+    (experiment,) = expand_sweep(load_sweep_config(path), path)
+    parsed = parse_overrides(experiment.overrides)
+    assert parsed["model"] == {"params.hidden": [64, 32], "params.activation": "tanh"}
+
+
+def test_duplicate_combinations_are_run_once(tmp_path: Path) -> None:
+    path = _sweep(tmp_path, "grid: {train.seed: [1, 1, 2]}\n")
+    assert len(expand_sweep(load_sweep_config(path), path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        pytest.param(
+            "grdi: {train.seed: [1]}\n",
+            r"unknown key 'grdi'.*did you mean 'grid'",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "grid: {seed: [1]}\n", r"grid.*section\.dotted\.key", id="key-without-section"
+        ),
+        pytest.param("grid: {optim.lr: [1]}\n", r"section\.dotted\.key", id="unknown-section"),
+        pytest.param("grid: {train.seed: 3}\n", r"grid\.train\.seed", id="not-a-list"),
+        pytest.param("grid: {train.seed: []}\n", r"empty", id="empty-list"),
+        pytest.param(
+            "zip: {train.seed: [1, 2], model.seed: [1]}\n", r"equal lengths", id="zip-lengths"
+        ),
+        pytest.param(
+            "grid: {train.seed: [1]}\nzip: {train.seed: [2]}\n", r"both grid and zip", id="twice"
+        ),
+        pytest.param("train: [nowhere.yaml]\n", r"key 'train'.*nowhere\.yaml", id="missing-file"),
+    ],
+)
+def test_invalid_sweeps_name_the_file_and_key(tmp_path: Path, body: str, match: str) -> None:
+    path = _sweep(tmp_path, body)
+    with pytest.raises(ConfigError, match=match) as info:
+        expand_sweep(load_sweep_config(path), path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_config_key_in_grid_fails_before_any_work(tmp_path: Path) -> None:
+    from tasks.sweep import load_plan
+
+    path = _sweep(tmp_path, "grid: {train.optimizer.lrr: [0.1]}\n")
+    results = tmp_path / "results"
+    with pytest.raises(ConfigError, match=r"lrr.*did you mean 'lr'"):
+        load_plan(str(path), results)
+    assert not results.exists()
+
+
+def test_example_sweeps_are_valid() -> None:
+    for path in sorted((CONFIGS / "sweeps").glob("*.yaml")):
+        assert expand_sweep(load_sweep_config(path), path)

@@ -1,0 +1,135 @@
+"""Sweeps end to end through the real ``luigi`` command: sharing, resuming, failures, forks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, luigi_command, run_luigi
+from tests.sweeps.helpers import TF, TORCH, attempts, evaluated, summary_rows, tiny_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.tensorflow
+def test_grid_over_two_frameworks_shares_data_and_reruns_nothing(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    sweep = tiny_sweep(
+        tmp_path,
+        "{model.params.hidden: [[8], [16], [32]], train.optimizer.lr: [0.01, 0.001]}",
+        models=(TORCH, TF),
+    )
+    first = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir)
+    assert first.returncode == 0, first.output[-3000:]
+    assert len(evaluated(results_dir)) == 12
+    assert len(list(results_dir.glob("*/data.h5"))) == 1
+    runs = attempts(results_dir)
+    assert len(runs) == 12 and all(len(r) == 2 for r in runs.values())
+    rows = summary_rows(results_dir)
+    assert {r["framework"] for r in rows} == {"torch", "tensorflow"}
+    assert all(r["status"] == "done" and "test_accuracy" in r for r in rows)
+    assert (results_dir / "sweeps").glob("*/summary.csv")
+
+    again = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir)
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.ran == []
+    assert attempts(results_dir) == runs
+
+
+def test_killed_sweep_reruns_only_missing_experiments(tmp_path: Path, results_dir: Path) -> None:
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1, 2, 3, 4, 5, 6, 7]}")
+    command = [
+        *luigi_command(),
+        "--module",
+        "pipelines",
+        "Sweep",
+        "--sweep-config",
+        str(sweep),
+        "--results-dir",
+        str(results_dir),
+        "--local-scheduler",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(evaluated(results_dir)) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = evaluated(results_dir)
+    runs_before = attempts(results_dir)
+    assert 2 <= len(done_before) < 8, "the sweep was not interrupted half-way"
+
+    rerun = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir)
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert len(evaluated(results_dir)) == 8
+    runs_after = attempts(results_dir)
+    for experiment in done_before:
+        assert runs_after[experiment] == runs_before[experiment], experiment
+    retrained = {e for e, r in runs_after.items() if r != runs_before.get(e)}
+    assert retrained == set(runs_after) - done_before
+    assert all(r[-1]["status"] == "done" for r in runs_after.values())
+
+
+def test_broken_experiment_fails_sweep_but_others_complete(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    sweep = tiny_sweep(tmp_path, "{model.params.activation: [relu, bogus, tanh]}")
+    result = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir)
+    assert result.returncode != 0
+    assert len(evaluated(results_dir)) == 2
+    rows = {r["model.params.activation"]: r for r in summary_rows(results_dir)}
+    assert rows["relu"]["status"] == rows["tanh"]["status"] == "done"
+    assert rows["bogus"]["status"] == "failed"
+    assert rows["bogus"]["failed_step"] == "BuildModel"
+    assert "bogus" in str(rows["bogus"]["error"])
+    (text,) = (results_dir / "sweeps").glob("*/summary.txt")
+    assert "failed:" in text.read_text() and "bogus" in text.read_text()
+    assert "SweepError" in result.output
+
+
+_FORKED = """
+import sys, luigi
+from tasks.sweep import Sweep
+ok = luigi.build([Sweep(sweep_config=sys.argv[1], results_dir=sys.argv[2])],
+                 local_scheduler=True, workers=2)
+frameworks = [m for m in ("torch", "tensorflow") if m in sys.modules]
+print("FRAMEWORKS", frameworks)
+sys.exit(0 if ok and not frameworks else 1)
+"""
+
+
+def test_forked_workers_train_without_framework_in_parent(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1]}")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORKED, str(sweep), str(results_dir)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "FRAMEWORKS []" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(evaluated(results_dir)) == 2

@@ -6,7 +6,7 @@ import pickle
 import sys
 import types
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.backends._pt2_guard import check_archive, check_program
-from tasks.backends.base import Backend, EpochCallback, ScalarWriter, TrainSession, TrainSettings
+from tasks.backends.base import (
+    Backend,
+    EpochCallback,
+    ScalarWriter,
+    TrainSession,
+    TrainSettings,
+    input_shapes,
+)
+from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
 from tasks.provenance import package_versions
@@ -130,7 +138,7 @@ class _TorchSession(TrainSession):
             loss = result["loss"]
             named = {k: float(v) for k, v in result.items()}
             return loss, named
-        outputs = self.model(batch["x"])
+        outputs = self.model(*[batch[name] for name in self.settings.inputs])
         loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
         named = {"loss": float(loss.detach())}
         if self.settings.loss == "cross_entropy":
@@ -224,9 +232,17 @@ class TorchBackend(Backend):
             )
         return requested
 
-    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
+    def build(
+        self,
+        entry: Entry,
+        params: Mapping[str, Any],
+        meta: DataMeta,
+        seed: int,
+        inputs: Sequence[str] | None = None,
+    ) -> Any:
         torch.manual_seed(seed)
-        reserved = {"input_shape": meta.input_shape, "num_classes": meta.num_classes, "meta": meta}
+        shape = input_shapes(meta, inputs)[0]
+        reserved = {"input_shape": shape, "num_classes": meta.num_classes, "meta": meta}
         kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
         model = entry.func(**kwargs, **params)
         if not isinstance(model, nn.Module):
@@ -261,16 +277,36 @@ class TorchBackend(Backend):
             ) from err
 
     def predict(
-        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+        self,
+        model: Any,
+        batches: Iterable[Mapping[str, np.ndarray]],
+        device: str,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
     ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
         model.eval()
         model.to(device)
         chunks: list[Any] = []
         with torch.no_grad():
             for raw in batches:
-                out = model(_to_tensors(raw, device)["x"])
-                chunks.append(_to_numpy(out))
+                batch = _to_tensors({name: raw[name] for name in inputs}, device)
+                chunks.append(_to_numpy(model(*[batch[name] for name in inputs])))
         return _concat(chunks)
+
+    def evaluate_objective(
+        self, model: Any, objective: Entry, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> dict[str, float]:
+        model.eval()
+        model.to(device)
+        totals: dict[str, float] = {}
+        rows = 0
+        with torch.no_grad():
+            for raw in batches:
+                n = len(next(iter(raw.values())))
+                result = objective.func(model=model, batch=_to_tensors(raw, device))
+                for key, value in result.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * n
+                rows += n
+        return {k: v / max(rows, 1) for k, v in totals.items()}
 
     def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
         out = torch.from_numpy(np.asarray(_primary(outputs)))
@@ -279,16 +315,26 @@ class TorchBackend(Backend):
     def scalar_writer(self, logdir: Path) -> ScalarWriter:
         return _TorchScalarWriter(logdir)
 
-    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
+    def export(
+        self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> None:
         model = model.eval().to("cpu")
-        shape = (2, *meta.input_shape)
-        dtype = getattr(torch, meta.arrays["x"]["dtype"]) if "x" in meta.arrays else torch.float32
-        example = torch.zeros(shape, dtype=dtype)
+        names = [n for n in inputs if n in meta.arrays] or [None]
+        examples = tuple(
+            torch.zeros(
+                (2, *shape),
+                dtype=getattr(torch, meta.arrays[name]["dtype"]) if name else torch.float32,
+            )
+            for name, shape in zip(names, input_shapes(meta, inputs), strict=False)
+        )
         batch = torch.export.Dim("batch", min=1)
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        dynamic = tuple({0: batch} for _ in examples)
+        program = torch.export.export(model, examples, dynamic_shapes=dynamic)
         torch.export.save(program, str(path))
 
-    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+    def load_export(
+        self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> Callable[[Mapping[str, np.ndarray]], Any]:
         # torch.export.load may unpickle or eval parts of a .pt2; refuse those files first.
         check_archive(path)
         try:
@@ -302,8 +348,9 @@ class TorchBackend(Backend):
         module = program.module()
 
         def run(batch: Mapping[str, np.ndarray]) -> Any:
+            args = [torch.from_numpy(np.ascontiguousarray(batch[name])) for name in inputs]
             with torch.no_grad():
-                return _to_numpy(module(torch.from_numpy(np.ascontiguousarray(batch["x"]))))
+                return _to_numpy(module(*args))
 
         run.module = module  # type: ignore[attr-defined]  # LoadTrained.model in code-free mode
         return run

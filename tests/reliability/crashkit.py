@@ -1,0 +1,326 @@
+"""Helpers of the reliability tests: start real Train processes, kill them, inspect what is left.
+
+Everything here works on real files and real processes: a ``luigi ... Train`` command is
+started with :func:`start_luigi`, stopped with ``SIGKILL`` when a trigger fires
+(:func:`wait_until`), and the experiment directory is then checked with the framework's
+own loaders.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+MODEL_CONFIGS = {
+    "torch": CONFIGS / "model" / "mlp_torch.yaml",
+    "tensorflow": CONFIGS / "model" / "mlp_tf.yaml",
+}
+TMP_PATTERN = re.compile(r"^\.tmp-\d+-[0-9a-f]{8}-")
+_EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+) ")
+_RESUME_LINE = re.compile(r"resuming from checkpoint \S+ \(epoch (\d+)\)")
+
+
+def tensorflow_available() -> bool:
+    """Whether the TensorFlow backend and its example model config have landed."""
+    return (
+        MODEL_CONFIGS["tensorflow"].is_file()
+        and (REPO / "tasks" / "backends" / "_tensorflow.py").is_file()
+    )
+
+
+def luigi_command() -> list[str]:
+    """The ``luigi`` console script of the Python running the tests."""
+    script = Path(sys.executable).with_name("luigi")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "luigi"]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a luigi subprocess: the repository importable, frameworks quiet."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def train_args(framework: str, overrides: str, data: Path | None = None) -> list[str]:
+    """CLI arguments of a Train on tiny data (moons) with the framework's MLP."""
+    return [
+        "--data-config",
+        str(data or CONFIGS / "data" / "moons.yaml"),
+        "--model-config",
+        str(MODEL_CONFIGS[framework]),
+        "--overrides",
+        overrides,
+    ]
+
+
+def luigi_argv(task: str, args: Sequence[str], results_dir: Path) -> list[str]:
+    """The full ``luigi --module pipelines TASK ... --local-scheduler`` command line."""
+    return [
+        *luigi_command(),
+        "--module",
+        "pipelines",
+        task,
+        *args,
+        "--results-dir",
+        str(results_dir),
+        "--local-scheduler",
+    ]
+
+
+@dataclass
+class Running:
+    """A started luigi process and the file its output goes to."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes]
+
+    def output(self) -> str:
+        """Everything the process printed so far (stdout and stderr together)."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the process (if it still runs) and reap it."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
+    def wait(self, timeout: float = 600) -> int:
+        """Wait for a normal exit; returns the exit status."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+            self._log.close()
+        return code
+
+
+def start_luigi(
+    task: str,
+    args: Sequence[str],
+    results_dir: Path,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    prefix: Sequence[str] = (),
+) -> Running:
+    """Start a luigi command in the background, its output going to ``log_path``."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [*prefix, *luigi_argv(task, args, results_dir)],
+        cwd=REPO,
+        env=cli_env(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,  # rlimits / signal dispositions only; the test is single-threaded
+    )
+    return Running(proc, log_path, log)
+
+
+def run_luigi_to_end(
+    task: str,
+    args: Sequence[str],
+    results_dir: Path,
+    log_path: Path,
+    **kwargs: Any,
+) -> tuple[int, str]:
+    """Run a luigi command to its end; returns (exit status, output)."""
+    running = start_luigi(task, args, results_dir, log_path, **kwargs)
+    code = running.wait()
+    return code, running.log_path.read_text(errors="replace")
+
+
+def wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], poll: float = 0.001
+) -> bool:
+    """Poll ``condition`` until it holds (True) or ``proc`` has exited (False)."""
+    while proc.poll() is None:
+        try:
+            if condition():
+                return True
+        except OSError:
+            pass  # a file vanished between listing and reading it: look again
+        time.sleep(poll)
+    return False
+
+
+def experiment_dir(results_dir: Path) -> Path | None:
+    """The (only) Train directory under ``results_dir``, once it has been claimed."""
+    found = sorted(p.parent for p in results_dir.glob("*/*/*/.digest"))
+    return found[0] if found else None
+
+
+def experiment_dirs(results_dir: Path) -> list[Path]:
+    """Every Train directory under ``results_dir``."""
+    return sorted(p.parent for p in results_dir.glob("*/*/*/.digest"))
+
+
+def temp_entries(root: Path) -> list[Path]:
+    """Forge temporaries (``.tmp-<pid>-<id>-…``) anywhere under ``root``."""
+    return [p for p in root.rglob(".tmp-*") if TMP_PATTERN.match(p.name)]
+
+
+def has_temp(folder: Path) -> bool:
+    """Whether ``folder`` holds a Forge temporary right now."""
+    try:
+        return any(TMP_PATTERN.match(entry.name) for entry in os.scandir(folder))
+    except FileNotFoundError:
+        return False
+
+
+def committed_epochs(exp: Path) -> list[int]:
+    """Epochs whose checkpoint sidecar exists (the commit record), oldest first."""
+    folder = exp / "checkpoints"
+    epochs = []
+    for sidecar in folder.glob("epoch-*.json"):
+        record = json.loads(sidecar.read_text())
+        assert (folder / record["file"]).is_file(), f"{sidecar} commits a missing file"
+        epochs.append(int(record["epoch"]))
+    return sorted(epochs)
+
+
+def metric_epochs(exp: Path) -> list[int]:
+    """The ``epoch`` column of metrics.csv, in file order (complete lines only)."""
+    path = exp / "metrics.csv"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    epochs = []
+    for line in lines[1:]:
+        head = line.split(",", 1)[0]
+        if head.isdigit():
+            epochs.append(int(head))
+    return epochs
+
+
+def log_events(text: str) -> tuple[list[int], list[int]]:
+    """Epoch numbers trained and epochs resumed from, as logged in a piece of train.log."""
+    trained = [int(m.group(1)) for m in _EPOCH_LINE.finditer(text)]
+    resumed = [int(m.group(1)) for m in _RESUME_LINE.finditer(text)]
+    return trained, resumed
+
+
+def lock_is_free(lock_file: Path) -> bool:
+    """Whether nobody holds the ``flock`` on ``lock_file`` (probed without waiting)."""
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+# -- loading what is on disk, with the frameworks' own safe loaders -----------------------
+
+
+def load_torch_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a checkpoint; raises if it is unsafe or damaged."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"model", "optimizer", "epoch"} <= set(state), f"{path} lacks checkpoint keys"
+    return state
+
+
+def load_weights_file(path: Path) -> dict[str, Any]:
+    """Arrays of a weights file (safetensors or Keras ``.weights.h5``), read without code."""
+    if path.name.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return dict(load_file(str(path)))
+    import h5py
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    with h5py.File(path, "r") as fh:
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                arrays[name] = np.asarray(obj[()])
+
+        fh.visititems(visit)
+    return arrays
+
+
+def open_session(exp: Path) -> tuple[Any, Any]:
+    """A backend and a fresh training session for the experiment at ``exp``.
+
+    Rebuilt from the experiment's own ``config.yaml`` and ``data.h5``, the way Train does,
+    so that :meth:`TrainSession.load_checkpoint` can be called on its checkpoints.
+    """
+    import yaml
+
+    from tasks.backends import get_backend
+    from tasks.backends.base import TrainSettings
+    from tasks.data.h5store import read_meta
+    from tasks.registry import get_entry
+
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    model_cfg, train_cfg = config["model"], config["train"]
+    backend = get_backend(model_cfg["framework"])
+    meta = read_meta(exp.parent.parent / "data.h5")
+    entry = get_entry("model", model_cfg["builder"], model_cfg["framework"])
+    model = backend.build(entry, model_cfg["params"], meta, seed=model_cfg["seed"])
+    settings = TrainSettings(
+        epochs=train_cfg["epochs"],
+        batch_size=train_cfg["batch_size"],
+        optimizer=train_cfg["optimizer"],
+        loss=train_cfg["loss"],
+        seed=train_cfg["seed"],
+        device="cpu",
+        objective=None,
+        meta=meta,
+    )
+    return backend, backend.session(model, settings)
+
+
+def check_checkpoints_load(exp: Path, framework: str) -> list[Path]:
+    """Load every checkpoint and best-weights file in ``exp/checkpoints``; return them.
+
+    Torch checkpoints are loaded with ``torch.load(weights_only=True)``; every checkpoint
+    is also restored into a fresh session through the backend, as resume does.
+    """
+    folder = exp / "checkpoints"
+    if not folder.is_dir():
+        return []
+    loaded = []
+    session = None
+    for path in sorted(folder.iterdir()):
+        if TMP_PATTERN.match(path.name) or path.suffix == ".json":
+            continue
+        if path.name.startswith("best-"):
+            assert load_weights_file(path), f"{path} holds no weights"
+        elif path.name.startswith("epoch-"):
+            if framework == "torch":
+                state = load_torch_checkpoint(path)
+                assert int(state["epoch"]) == int(path.name[6:10])
+            if session is None:
+                _, session = open_session(exp)
+            assert session.load_checkpoint(path) == int(path.name[6:10])
+        else:
+            continue
+        loaded.append(path)
+    return loaded

@@ -1,0 +1,107 @@
+"""Train-loop overhead, torch: Forge's training session vs a hand-written PyTorch loop.
+
+Model: MLP 64-256-256-2 (Forge's ``mlp`` builder, no dropout), 20,000 rows, batch 128,
+3 epochs, Adam, one intra-op thread. Forge's side opens a :class:`BatchStream` on a real
+``data.h5`` (written by :func:`write_splits`) and runs ``TrainSession.fit``; the baseline
+is the minimal loop over the same rows already in memory as tensors. Both start from the
+same initial weights; model construction is outside the timed region on both sides.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks._data import make_arrays, write_data_h5
+from benchmarks.harness import Target, interleaved, row, timed
+
+__all__ = ["run"]
+
+ROWS = 20_000
+BATCH = 128
+PARAMS = {"hidden": [256, 256], "dropout": 0.0}
+OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0}
+TARGET = Target("<=", 1.03)
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    """Time both loops interleaved; one row."""
+    import torch
+    import torch.nn.functional as F
+
+    from tasks.backends import get_backend
+    from tasks.backends.base import TrainSettings
+    from tasks.data.h5store import BatchStream
+    from tasks.registry import get_entry
+
+    torch.set_num_threads(1)
+    epochs, repeats = (1, 3) if quick else (3, 11)
+    backend = get_backend("torch")
+    entry = get_entry("model", "mlp", "torch")
+    with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
+        path = Path(tmp) / "data.h5"
+        arrays = make_arrays(ROWS)
+        meta = write_data_h5(path, arrays)
+        initial = {
+            k: v.clone() for k, v in backend.build(entry, PARAMS, meta, seed=0).state_dict().items()
+        }
+        settings = TrainSettings(
+            epochs=epochs,
+            batch_size=BATCH,
+            optimizer=OPTIMIZER,
+            loss="cross_entropy",
+            seed=0,
+            device="cpu",
+            objective=None,
+            meta=meta,
+        )
+        x_all = torch.from_numpy(arrays["x"])
+        y_all = torch.from_numpy(arrays["y"])
+
+        def fresh() -> Any:
+            model = backend.build(entry, PARAMS, meta, seed=0)
+            model.load_state_dict(initial)
+            return model
+
+        def forge_side() -> float:
+            model = fresh()
+
+            def work() -> None:
+                stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
+                session = backend.session(model, settings)
+                session.fit(stream, None, 0, lambda epoch, logs: None)
+
+            return timed(work)
+
+        def hand_written() -> float:
+            model = fresh()
+
+            def work() -> None:
+                torch.manual_seed(0)
+                optimizer = torch.optim.Adam(model.parameters(), lr=OPTIMIZER["lr"])
+                model.train()
+                n = len(x_all)
+                for _ in range(epochs):
+                    order = torch.randperm(n)
+                    for start in range(0, n, BATCH):
+                        take = order[start : start + BATCH]
+                        loss = F.cross_entropy(model(x_all[take]), y_all[take])
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+
+            return timed(work)
+
+        cand, base = interleaved(forge_side, hand_written, repeats)
+    return [
+        row(
+            "train loop, torch",
+            f"s / {epochs} epochs",
+            cand,
+            base,
+            TARGET,
+            note=f"MLP 64-256-256-2, {ROWS} rows, batch {BATCH}, 1 thread; Forge side includes "
+            "opening data.h5",
+        )
+    ]

@@ -40,6 +40,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 EVAL_DIR = "eval"
 _SHORT_LENGTHS = (8, 12, 16, 64)
+_claimed: dict[tuple[str, str, str], Path] = {}
 
 
 def child_dir(parent: Path, name: str, digest: str) -> Path:
@@ -47,6 +48,9 @@ def child_dir(parent: Path, name: str, digest: str) -> Path:
 
     Returns the first ``<name>-<digest prefix>`` that is free or already holds this digest.
     """
+    key = (str(parent), name, digest)
+    if key in _claimed:
+        return _claimed[key]
     for length in _SHORT_LENGTHS:
         candidate = parent / f"{name}-{digest[:length]}"
         stored = candidate / DIGEST_FILE
@@ -55,6 +59,8 @@ def child_dir(parent: Path, name: str, digest: str) -> Path:
         except (FileNotFoundError, NotADirectoryError):
             return candidate
         if existing == digest:
+            # A directory's digest never changes once written, so this answer is final.
+            _claimed[key] = candidate
             return candidate
     raise RuntimeError(f"hash collision on the full digest {digest} under {parent}")
 

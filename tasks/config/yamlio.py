@@ -7,6 +7,7 @@ gigabytes once anything walks it (hashing, validation, JSON dumps).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from tasks.errors import ConfigError
 __all__ = ["MAX_ALIASES", "MAX_BYTES", "dump_yaml", "load_yaml_file", "parse_yaml_value"]
 
 MAX_BYTES = 1_000_000
+# Parsed files by (path, mtime, size, inode): a sweep or a status check of many experiments
+# reads the same few configs thousands of times.
+_parsed: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 # k aliases can expand a document at most about 3**(k/3) times (each level of nesting
 # repeating the previous one); 30 keeps the worst case near 60,000 nodes, far more
 # aliases than any real config uses.
@@ -50,8 +54,14 @@ def _describe(err: yaml.YAMLError) -> str:
     return problem
 
 
+# libyaml's C parser is an order of magnitude faster than PyYAML's pure-Python one, but its
+# composer cannot be hooked to count aliases: use it only for text that has none.
+_FastSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+
+
 def _load_text(text: str) -> Any:
-    loader = _CappedSafeLoader(text)
+    fast = _FastSafeLoader is not None and "*" not in text and "&" not in text
+    loader = _FastSafeLoader(text) if fast else _CappedSafeLoader(text)
     try:
         return loader.get_single_data()
     finally:
@@ -71,9 +81,16 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing, too large, not valid YAML, or not a mapping.
     """
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None or not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist; check the path you passed")
-    size = path.stat().st_size
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if key in _parsed:
+        return copy.deepcopy(_parsed[key])
+    size = stat.st_size
     if size > MAX_BYTES:
         raise ConfigError(
             f"{what} file {path} is {size} bytes; configs are capped at {MAX_BYTES} bytes"
@@ -93,7 +110,8 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
             f"{what} file {path} must hold a YAML mapping of keys to values, "
             f"not a {type(data).__name__}"
         )
-    return data
+    _parsed[key] = data
+    return copy.deepcopy(data)
 
 
 def parse_yaml_value(text: str, *, where: str) -> Any:

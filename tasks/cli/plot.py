@@ -1,0 +1,97 @@
+"""Learning-curve figures from ``metrics.csv`` (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ConfigError
+from tasks.layout import METRICS_FILE
+from tasks.metrics_log import read_metrics
+
+__all__ = ["plot_metric", "plot_learning_curves"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metric(
+    curves: Sequence[tuple[str, Path]], metric: str, output: Path, *, title: str = ""
+) -> list[str]:
+    """Plot ``metric`` per epoch for several experiments on one figure.
+
+    Args:
+        curves: ``(label, experiment folder)`` pairs.
+        metric: a column of ``metrics.csv`` (``val_loss``, ``accuracy``, ...).
+        output: the image to write (format from its suffix, e.g. ``.png``, ``.svg``).
+
+    Returns:
+        The labels of the experiments that had no such metric (left out of the figure).
+
+    Raises:
+        ConfigError: no experiment logged ``metric``; the message lists what they did log.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    missing: list[str] = []
+    logged: set[str] = set()
+    for label, directory in curves:
+        rows = read_metrics(directory / METRICS_FILE)
+        points = [(r["epoch"], r[metric]) for r in rows if metric in r and "epoch" in r]
+        logged.update(k for r in rows for k in r if k != "epoch")
+        if not points:
+            missing.append(label)
+            continue
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", markersize=3, label=label)
+    if len(missing) == len(curves):
+        plt.close(fig)
+        raise ConfigError(
+            f"--metric {metric!r}: none of the experiments logged it; "
+            f"logged metrics: {', '.join(sorted(logged)) or '(none yet)'}"
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return missing
+
+
+def plot_learning_curves(directory: Path, output: Path) -> bool:
+    """One experiment's curves: losses on the left, every other metric on the right.
+
+    Returns:
+        False (and writes nothing) when the experiment has not logged an epoch yet.
+    """
+    rows = read_metrics(directory / METRICS_FILE)
+    if not rows:
+        return False
+    plt = _pyplot()
+    names = [k for k in rows[0] if k != "epoch"]
+    groups = [[n for n in names if "loss" in n], [n for n in names if "loss" not in n]]
+    groups = [g for g in groups if g]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+    for ax, group in zip(axes[0], groups, strict=True):
+        for name in group:
+            ax.plot(epochs, [r.get(name) for r in rows], marker="o", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=90)
+    plt.close(fig)
+    return True

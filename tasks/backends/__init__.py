@@ -39,6 +39,8 @@ def get_backend(framework: str, *, asked_by: str = "the model config") -> Backen
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
+        if (err.name or "").split(".")[0] not in (extra, "keras", "safetensors"):
+            raise  # a bug inside Forge or a plugin, not a missing framework: keep it visible
         raise BackendUnavailableError(
             f"{asked_by} asks for framework {framework!r}, which is not installed "
             f"({err}); install it with `pip install -e .[{extra}]`"

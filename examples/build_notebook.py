@@ -21,15 +21,21 @@ CELLS: list[tuple[str, str]] = [
     (
         "code",
         "import os\n"
+        "import sys\n"
         "import tempfile\n"
         "from pathlib import Path\n\n"
         "import matplotlib\n"
         "import matplotlib.pyplot as plt\n"
         "import numpy as np\n\n"
-        "from pipelines import LoadTrained\n\n"
+        "REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / 'configs').is_dir())\n"
+        "# Plugins are read when Forge first needs its registry: name them before importing it.\n"
+        "sys.path.insert(0, str(REPO))\n"
+        "os.environ['FORGE_PLUGINS'] = ','.join(\n"
+        "    filter(None, [os.environ.get('FORGE_PLUGINS'), 'examples.vae.plugins'])\n"
+        ")\n\n"
+        "from pipelines import LoadTrained  # noqa: E402\n\n"
         "if not os.environ.get('DISPLAY') and 'inline' not in matplotlib.get_backend():\n"
         "    matplotlib.use('Agg')\n"
-        "REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / 'configs').is_dir())\n"
         "RESULTS = Path(os.environ.get('FORGE_NOTEBOOK_RESULTS') or tempfile.mkdtemp("
         "prefix='forge-nb-'))\n"
         "RESULTS",
@@ -89,6 +95,62 @@ CELLS: list[tuple[str, str]] = [
         "same = LoadTrained(exp.directory, code_free=True).predict(x_test)\n"
         "np.testing.assert_allclose(same, exp.predict(x_test), atol=1e-5)\n"
         "[(e.name, e.split, e.metrics) for e in exp.evaluations]",
+    ),
+    (
+        "markdown",
+        "## Bring your own objective: a VAE on unlabelled digits\n\n"
+        "`examples/vae/plugins.py` registers a `vae` builder, the objective `vae_elbo` (it "
+        "returns `loss`, `elbo`, `recon` and `kl`, all logged for train and validation) and "
+        "the metric `recon_error`; the data config has only `x`. The train config keeps the "
+        "epoch with the best `val_elbo`.",
+    ),
+    (
+        "code",
+        "VAE = REPO / 'examples' / 'vae' / 'configs'\n"
+        "vae = LoadTrained.from_configs(\n"
+        "    data_config=VAE / 'data' / 'digits_unlabelled.yaml',\n"
+        "    model_config=VAE / 'model' / 'vae_torch.yaml',\n"
+        "    train_config=VAE / 'train' / 'vae.yaml',\n"
+        "    overrides='train.epochs=5',\n"
+        "    results_dir=RESULTS,\n"
+        "    build=True,\n"
+        ")\n"
+        "elbo = [round(row['val_elbo'], 2) for row in vae.metrics]\n"
+        "print('validation ELBO per epoch:', elbo)\n"
+        "assert elbo[-1] > elbo[0]",
+    ),
+    (
+        "code",
+        "# predict returns the model's own output structure, here a dict of arrays.\n"
+        "x_vae, _ = vae.data('test')\n"
+        "out = vae.predict(x_vae[:8])\n"
+        "print({name: value.shape for name, value in out.items()})\n"
+        "fig, axes = plt.subplots(2, 8, figsize=(9, 2.5))\n"
+        "for i in range(8):\n"
+        "    axes[0, i].imshow(x_vae[i].reshape(8, 8), cmap='gray_r')\n"
+        "    axes[1, i].imshow(out['recon'][i].reshape(8, 8), cmap='gray_r')\n"
+        "    axes[0, i].axis('off')\n"
+        "    axes[1, i].axis('off')\n"
+        "axes[0, 0].set_title('test digits', loc='left')\n"
+        "axes[1, 0].set_title('reconstructions', loc='left')\n"
+        "fig.tight_layout()",
+    ),
+    (
+        "code",
+        "# Decode points of the latent space with the restored model's own decoder.\n"
+        "import torch\n\n"
+        "latent = vae.config['model']['params']['latent']\n"
+        "z = np.zeros((2 * 8, latent), dtype=np.float32)\n"
+        "z[:8, 0] = np.linspace(-2, 2, 8)\n"
+        "z[8:, 1] = np.linspace(-2, 2, 8)\n"
+        "with torch.no_grad():\n"
+        "    images = vae.model.decode(torch.from_numpy(z)).numpy()\n"
+        "fig, axes = plt.subplots(2, 8, figsize=(9, 2.5))\n"
+        "for ax, image in zip(axes.flat, images, strict=True):\n"
+        "    ax.imshow(image.reshape(8, 8), cmap='gray_r')\n"
+        "    ax.axis('off')\n"
+        "fig.suptitle('decoded latents: z[0] (top) and z[1] (bottom) from -2 to 2')\n"
+        "fig.tight_layout()",
     ),
 ]
 

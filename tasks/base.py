@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import logging
 import os
@@ -76,6 +77,12 @@ def _resolve_cached(section: str, path: str | None, overrides: Overrides) -> Res
     return _resolve_cache[key]
 
 
+@functools.cache
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (asked once per process)."""
+    return importlib.util.find_spec(module) is not None
+
+
 def resolve_spec(
     levels: tuple[str, ...], paths: dict[str, str | None], overrides_text: str, results_dir: Path
 ) -> Spec:
@@ -89,8 +96,7 @@ def resolve_spec(
     sections = {level: _resolve_cached(level, paths.get(level), overrides) for level in levels}
     if "model" in sections:
         framework = sections["model"].config["framework"]
-        module = "tensorflow" if framework == "tensorflow" else "torch"
-        if importlib.util.find_spec(module) is None:
+        if not _installed("tensorflow" if framework == "tensorflow" else "torch"):
             raise BackendUnavailableError(
                 f"model config {sections['model'].source} asks for framework {framework!r}, "
                 f"which is not installed; install it with `pip install -e .[{framework}]`"

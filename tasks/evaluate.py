@@ -13,9 +13,10 @@ from tasks.atomic import atomic_path, atomic_write_text
 from tasks.base import EvalParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, read_split
+from tasks.errors import ConfigError
 from tasks.experiment import StoredExperiment
 from tasks.metrics import LOSS_METRIC
-from tasks.registry import get_entry
+from tasks.registry import Entry, get_entry
 from tasks.train import Train
 
 __all__ = ["Evaluate"]
@@ -66,6 +67,10 @@ def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -
     plt.close(fig)
 
 
+def _fingerprint(entry: Entry) -> dict[str, Any]:
+    return {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()}
+
+
 class Evaluate(EvalParams, ForgeTask):
     """Score an experiment into ``<experiment>/eval/<eval>-<hash>/`` (metrics, predictions)."""
 
@@ -81,21 +86,31 @@ class Evaluate(EvalParams, ForgeTask):
         model = experiment.build_model(cfg["checkpoint"])
         device = backend.resolve_device(experiment.config["train"]["device"])
         stream = BatchStream(experiment.data_file, cfg["split"], cfg["batch_size"], shuffle=False)
-        outputs = backend.predict(model, stream.epoch(0), device)
+        outputs = backend.predict(model, stream.epoch(0), device, experiment.inputs)
         arrays = read_split(experiment.data_file, cfg["split"])
         metrics: dict[str, float] = {}
+        code: dict[str, Any] = {"metrics": {}}
+        objective_name = experiment.config["model"].get("objective")
+        if objective_name:
+            # The objective's own named scalars (loss, elbo, ...), in inference mode.
+            objective = get_entry("objective", objective_name, experiment.framework)
+            metrics.update(backend.evaluate_objective(model, objective, stream.epoch(0), device))
+            code["objective"] = _fingerprint(objective)
         for name in cfg["metrics"]:
+            entry = get_entry("metric", name)
             if name == LOSS_METRIC:
-                if "y" in arrays:
+                if "y" in arrays and not objective_name:
                     loss = experiment.config["train"]["loss"]
                     metrics[name] = backend.loss_value(outputs, arrays["y"], loss)
                 continue
-            metrics[name] = float(get_entry("metric", name).func(outputs, arrays))
+            metrics[name] = self._metric(entry, outputs, arrays)
+            code["metrics"][name] = _fingerprint(entry)
         record = {
             "split": cfg["split"],
             "checkpoint": cfg["checkpoint"],
             "rows": int(len(next(iter(arrays.values())))),
             "metrics": metrics,
+            "code": code,
         }
         atomic_write_text(directory / "metrics.json", json.dumps(record, indent=2) + "\n")
         atomic_write_text(directory / "eval.yaml", dump_yaml(cfg))
@@ -106,3 +121,18 @@ class Evaluate(EvalParams, ForgeTask):
             with atomic_path(directory / "confusion_matrix.png") as tmp:
                 _plot_confusion(tmp, outputs, arrays["y"], num_classes)
         logger.info("evaluation on %s: %s", cfg["split"], metrics)
+
+    def _metric(self, entry: Entry, outputs: Any, arrays: dict[str, np.ndarray]) -> float:
+        """One registered metric over the whole split.
+
+        Raises:
+            ConfigError: the metric needs an array the data does not have.
+        """
+        try:
+            return float(entry.func(outputs, arrays))
+        except KeyError as err:
+            raise ConfigError(
+                f"eval config {self.spec['eval'].source}: key 'metrics': metric {entry.name!r} "
+                f"looks up {err}, which neither the data (arrays: {', '.join(sorted(arrays))}) "
+                "nor the model's outputs have; remove it from metrics"
+            ) from err

@@ -17,6 +17,7 @@ from typing import Any
 from tasks.backends import get_backend
 from tasks.backends.base import Backend
 from tasks.checkpoints import committed
+from tasks.config.schema import input_names
 from tasks.config.yamlio import load_yaml_file
 from tasks.data.h5store import DataMeta, read_meta
 from tasks.errors import CorruptArtifactError, ExperimentNotFoundError, RegistryError
@@ -90,6 +91,11 @@ class StoredExperiment:
     def meta(self) -> DataMeta:
         return read_meta(self.data_file)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The data arrays passed to the model (model config ``inputs``, default ``x``)."""
+        return input_names(self.config["model"])
+
     def weights_path(self, checkpoint: str | int = "best") -> Path:
         """The weights file for ``best``, ``last`` or an epoch number.
 
@@ -119,7 +125,13 @@ class StoredExperiment:
             "model", model_cfg["builder"], model_cfg["framework"],
             where=f"stored config {self.directory / CONFIG_FILE}",
         )
-        model = self.backend.build(entry, model_cfg["params"], self.meta, seed=model_cfg.get("seed", 0))
+        model = self.backend.build(
+            entry,
+            model_cfg["params"],
+            self.meta,
+            seed=model_cfg.get("seed", 0),
+            inputs=self.inputs,
+        )
         self.backend.load_weights(model, self.weights_path(checkpoint))
         return model
 

@@ -494,7 +494,7 @@ class LoadTrained(luigi.Task, metaclass=_FreshInstances):
                 ),
                 stacklevel=3,
             )
-        self._runner = experiment.backend.load_export(path)
+        self._runner = experiment.backend.load_export(path, experiment.inputs)
         return getattr(self._runner, "module", self._runner)
 
     def predict(self, x: Any, batch_size: int | None = None, device: str = "cpu") -> Any:
@@ -502,28 +502,61 @@ class LoadTrained(luigi.Task, metaclass=_FreshInstances):
 
         Args:
             x: inputs shaped like the training data's ``x`` (rows first); cast to its dtype.
+                A model with several inputs (model config ``inputs``) takes a dict of arrays
+                named as those inputs.
             batch_size: rows per batch (default: the train config's batch size).
             device: where to run the full model (the export always runs on the CPU).
 
         Returns:
-            An array, or a dict / tuple of arrays for models with several outputs.
+            The model's output structure as numpy: an array, or a dict / tuple of arrays for
+            models with several outputs.
 
         Raises:
-            DataError: ``x`` does not have the per-row shape the model was trained on.
+            DataError: an input is missing or does not have the per-row shape the model was
+                trained on.
         """
-        meta = self.experiment.meta
-        spec = meta.arrays.get("x", {})
-        arr = np.asarray(x, dtype=spec.get("dtype")) if spec else np.asarray(x)
-        if arr.shape[1:] != meta.input_shape:
-            raise DataError(
-                f"predict got inputs of shape {arr.shape}; {self._directory} was trained on "
-                f"rows of shape {meta.input_shape}, so pass an array of shape "
-                f"(n, {', '.join(map(str, meta.input_shape))})"
-            )
+        arrays = self._input_arrays(x)
         size = int(batch_size or self.config["train"]["batch_size"])
-        batches = ({"x": arr[i : i + size]} for i in range(0, len(arr), size))
+        rows = len(next(iter(arrays.values())))
+        batches = (
+            {name: arr[i : i + size] for name, arr in arrays.items()} for i in range(0, rows, size)
+        )
         model = self.model
         runner = getattr(self, "_runner", None)
         if runner is not None:
             return _concat([runner(batch) for batch in batches])
-        return self.experiment.backend.predict(model, batches, device)
+        return self.experiment.backend.predict(model, batches, device, self.experiment.inputs)
+
+    def _input_arrays(self, x: Any) -> dict[str, np.ndarray]:
+        """``x`` as ``{input name: array}``, cast and checked against the training data."""
+        meta, inputs = self.experiment.meta, self.experiment.inputs
+        if isinstance(x, Mapping):
+            missing = [name for name in inputs if name not in x]
+            if missing:
+                raise DataError(
+                    f"predict got arrays {sorted(x)} but the model of {self._directory} takes "
+                    f"inputs {list(inputs)}; add {missing}"
+                )
+            given = {name: x[name] for name in inputs}
+        elif len(inputs) == 1:
+            given = {inputs[0]: x}
+        else:
+            raise DataError(
+                f"the model of {self._directory} takes several inputs {list(inputs)}; pass a "
+                "dict of arrays named as them"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in given.items():
+            spec = meta.arrays.get(name, {})
+            arr = np.asarray(value, dtype=spec.get("dtype")) if spec else np.asarray(value)
+            shape = tuple(spec["shape"]) if spec else meta.input_shape
+            if arr.shape[1:] != shape:
+                raise DataError(
+                    f"predict got {name!r} of shape {arr.shape}; {self._directory} was trained "
+                    f"on rows of shape {shape}, so pass an array of shape "
+                    f"(n, {', '.join(map(str, shape))})"
+                )
+            arrays[name] = arr
+        if len({len(a) for a in arrays.values()}) > 1:
+            raise DataError(f"predict got inputs of different lengths for {list(arrays)}")
+        return arrays

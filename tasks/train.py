@@ -24,13 +24,14 @@ from tasks.backends.base import Backend, TrainSession, TrainSettings
 from tasks.base import ForgeTask, TrainParams
 from tasks.build_model import INITIAL_WEIGHTS, BuildModel
 from tasks.checkpoints import best_path, checkpoint_path, commit, committed, prune
+from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
 from tasks.errors import ConfigError
 from tasks.layout import CONFIG_FILE, DATA_FILE, METRICS_FILE, PARAMS_FILE, RUN_FILE
 from tasks.metrics_log import MetricsLog
 from tasks.provenance import git_state, package_versions, run_environment
-from tasks.registry import Entry, get_entry
+from tasks.registry import Entry, get_entry, names
 from tasks.settings import forge
 
 __all__ = ["MODEL_DIR", "Train", "code_fingerprints"]
@@ -133,6 +134,28 @@ class Train(TrainParams, ForgeTask):
     def resolved_config(self) -> dict[str, Any]:
         return {level: self.spec[level].config for level in ("data", "model", "train")}
 
+    def run(self) -> None:
+        self._check_objective(read_meta(self.spec.dirs["data"] / DATA_FILE))
+        super().run()
+
+    def _check_objective(self, meta: DataMeta) -> None:
+        """Unlabelled data needs a named objective: fail before the experiment starts.
+
+        Raises:
+            ConfigError: the data has no ``y`` and the model config names no objective.
+        """
+        model = self.spec["model"].config
+        if model.get("objective") or "y" in meta.arrays:
+            return
+        registered = names("objective", model["framework"])
+        raise ConfigError(
+            f"model config {self.spec['model'].source}: key 'objective' is not set, but the "
+            f"data has no 'y' array (only {', '.join(sorted(meta.arrays))}), so the train "
+            f"config's loss {self.spec['train'].config['loss']!r} has no targets. Name a "
+            f"registered objective; registered for {model['framework']}: "
+            f"{', '.join(registered) or '(none)'}"
+        )
+
     def produce(self, directory: Path) -> None:
         with _log_to(directory / LOG_FILE):
             self._write_inputs(directory)
@@ -196,11 +219,13 @@ class Train(TrainParams, ForgeTask):
         run["device"] = device
         data_path = self.spec.dirs["data"] / DATA_FILE
         meta = read_meta(data_path)
+        inputs = input_names(cfg["model"])
         model = backend.build(
             get_entry("model", cfg["model"]["builder"], cfg["model"]["framework"]),
             cfg["model"]["params"],
             meta,
             seed=cfg["model"]["seed"],
+            inputs=inputs,
         )
         initial = self.spec.dirs["model"] / (INITIAL_WEIGHTS + backend.weights_suffix)
         backend.load_weights(model, initial)
@@ -218,6 +243,7 @@ class Train(TrainParams, ForgeTask):
             device=device,
             objective=objective,
             meta=meta,
+            inputs=inputs,
         )
         session = backend.session(model, settings)
         start, best_epoch, best_value = self._resume(directory, session, backend)
@@ -226,7 +252,7 @@ class Train(TrainParams, ForgeTask):
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
             session.save_weights(tmp)
-        run["export"] = self._export(backend, session, meta, model_dir)
+        run["export"] = self._export(backend, session, meta, model_dir, inputs)
 
     def _resume(
         self, directory: Path, session: TrainSession, backend: Backend
@@ -309,7 +335,12 @@ class Train(TrainParams, ForgeTask):
         atomic_write_text(directory / MODEL_DIR / "best.json", json.dumps(best_record) + "\n")
 
     def _export(
-        self, backend: Backend, session: TrainSession, meta: DataMeta, model_dir: Path
+        self,
+        backend: Backend,
+        session: TrainSession,
+        meta: DataMeta,
+        model_dir: Path,
+        inputs: tuple[str, ...],
     ) -> dict[str, Any]:
         model = getattr(session, "model", None)
         # Export the weights Evaluate and LoadTrained use by default (best), so the code-free
@@ -320,7 +351,7 @@ class Train(TrainParams, ForgeTask):
             if checkpoint == "best":
                 backend.load_weights(model, best)
             with atomic_path(model_dir / backend.export_name) as tmp:
-                backend.export(model, meta, tmp)
+                backend.export(model, meta, tmp, inputs)
         except Exception as err:  # export is a convenience; training itself succeeded
             logger.warning("code-free export failed, LoadTrained will need the builder: %s", err)
             return {"ok": False, "error": f"{type(err).__name__}: {err}"}

@@ -1,25 +1,34 @@
 """The TensorFlow / Keras 3 backend: ``model.fit`` fed from data.h5, HDF5 checkpoints, SavedModel.
 
 Training runs through Keras' own ``fit`` (with ``initial_epoch`` for resume and a callback
-for Forge's per-epoch bookkeeping); batches still stream from ``data.h5`` through
-:class:`~tasks.data.h5store.BatchStream`, wrapped in a ``tf.data`` generator dataset, so a
-dataset larger than memory trains too. Weights are ``.weights.h5`` files and checkpoints are
-plain HDF5 arrays: nothing is ever unpickled and legacy whole-model ``.h5`` files are never
-loaded.
+for Forge's per-epoch bookkeeping), or, when the model config names an objective, through
+compiled train/test steps that run the objective in Keras' training mode. Batches stream
+from ``data.h5`` through :class:`~tasks.data.h5store.BatchStream` (for ``fit`` wrapped in a
+``tf.data`` generator dataset), so a dataset larger than memory trains too. Weights are
+``.weights.h5`` files and checkpoints are plain HDF5 arrays: nothing is ever unpickled and
+legacy whole-model ``.h5`` files are never loaded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tasks import cli_logging
-from tasks.backends.base import Backend, EpochCallback, ScalarWriter, TrainSession, TrainSettings
+from tasks.backends.base import (
+    Backend,
+    EpochCallback,
+    ScalarWriter,
+    TrainSession,
+    TrainSettings,
+    input_shapes,
+)
+from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.registry import Entry
@@ -187,6 +196,59 @@ def _restore(path: Path, model: Any, optimizer: Any | None) -> int:
         fh.close()
 
 
+# -- objectives ---------------------------------------------------------------------------
+
+
+def _specs(meta: DataMeta) -> dict[str, tf.TensorSpec]:
+    """One batch ``TensorSpec`` per stored array (rows first, any batch size)."""
+    return {
+        name: tf.TensorSpec((None, *spec["shape"]), tf.as_dtype(spec["dtype"]), name=name)
+        for name, spec in meta.arrays.items()
+    }
+
+
+class _ObjectiveStep(keras.layers.Layer):
+    """Runs a registered objective on the model inside one Keras call.
+
+    Calling this layer with ``training=True`` puts Keras' call context in training mode,
+    which every layer the objective calls without an explicit ``training`` argument
+    inherits, exactly as inside ``model.fit``.
+    """
+
+    def __init__(self, model: Any, objective: Entry) -> None:
+        super().__init__(name="forge_objective")
+        self.model = model
+        self.objective = objective
+        self.built = True  # the wrapped model is built; this layer has no weights of its own
+
+    def call(self, batch: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
+        result = self.objective.func(model=self.model, batch=batch)
+        if not isinstance(result, Mapping) or "loss" not in result:
+            raise ConfigError(
+                f"objective {self.objective.name!r} ({self.objective.qualname}) must return a "
+                f"dict with a 'loss' entry, not {type(result).__name__}"
+            )
+        return dict(result)
+
+
+def _mean_over(
+    batches: Iterable[Mapping[str, np.ndarray]],
+    step: Callable[[dict[str, Any]], Mapping[str, Any]],
+    device: str,
+) -> dict[str, float]:
+    """Run ``step`` on every batch and average its scalars over rows."""
+    totals: dict[str, float] = {}
+    rows = 0
+    with tf.device(device):
+        for raw in batches:
+            n = len(next(iter(raw.values())))
+            result = step({k: tf.convert_to_tensor(v) for k, v in raw.items()})
+            for key, value in result.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+            rows += n
+    return {k: v / max(rows, 1) for k, v in totals.items()}
+
+
 # -- sessions -----------------------------------------------------------------------------
 
 
@@ -243,19 +305,20 @@ class _TFSession(TrainSession):
                 jit_compile=False,
             )
 
-    def _dataset(self, stream: BatchStream, names: tuple[str, ...]) -> tf.data.Dataset:
-        arrays = self.settings.meta.arrays
-        signature = tuple(
-            tf.TensorSpec((None, *arrays[n]["shape"]), tf.as_dtype(arrays[n]["dtype"]))
-            for n in names
-        )
+    def _dataset(self, stream: BatchStream) -> tf.data.Dataset:
+        """``(inputs, y)`` batches; ``inputs`` is one tensor, or a tuple for several inputs."""
+        specs = _specs(self.settings.meta)
+        inputs = self.settings.inputs
+        single = len(inputs) == 1
+        signature = (specs[inputs[0]] if single else tuple(specs[n] for n in inputs), specs["y"])
 
-        def generate() -> Iterator[tuple[np.ndarray, ...]]:
+        def generate() -> Iterator[tuple[Any, np.ndarray]]:
             # Called when Keras starts iterating an epoch (after on_epoch_begin), so the
             # batch order is BatchStream's for that epoch: the same as torch's, and the
             # same again after a resume.
             for batch in stream.epoch(self.epoch):
-                yield tuple(batch[n] for n in names)
+                x = batch[inputs[0]] if single else tuple(batch[n] for n in inputs)
+                yield x, batch["y"]
 
         dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
         # A known length lets Keras count steps (and not warn that the input "ran out").
@@ -280,8 +343,8 @@ class _TFSession(TrainSession):
                 "model.objective"
             )
         self.epoch = start_epoch + 1
-        train_data = self._dataset(train, ("x", "y"))
-        val_data = self._dataset(val, ("x", "y")) if val is not None and val.rows else None
+        train_data = self._dataset(train)
+        val_data = self._dataset(val) if val is not None and val.rows else None
         with tf.device(self.device):
             self.model.fit(
                 train_data,
@@ -300,36 +363,34 @@ class _TFSession(TrainSession):
         start_epoch: int,
         on_epoch_end: EpochCallback,
     ) -> None:
-        """A registered objective computes the loss itself: a plain GradientTape loop."""
-        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
-            logs = self._objective_epoch(train, epoch, train=True)
-            if val is not None and val.rows:
-                logs.update(
-                    {f"val_{k}": v for k, v in self._objective_epoch(val, epoch, False).items()}
-                )
-            on_epoch_end(epoch, logs)
+        """A registered objective computes the loss: compiled train/test steps of its own.
 
-    def _objective_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
+        The objective runs inside :class:`_ObjectiveStep`, called with ``training=True`` (or
+        False), so every layer the objective calls, e.g. dropout, sees that mode as it
+        would inside ``model.fit``.
+        """
         assert self.settings.objective is not None
-        objective = self.settings.objective.func
+        step = _ObjectiveStep(self.model, self.settings.objective)
         variables = self.model.trainable_variables
-        totals: dict[str, float] = {}
-        rows = 0
-        with tf.device(self.device):
-            for raw in stream.epoch(epoch):
-                batch = {k: tf.convert_to_tensor(v) for k, v in raw.items()}
-                n = len(next(iter(raw.values())))
-                if train:
-                    with tf.GradientTape() as tape:
-                        result = objective(model=self.model, batch=batch)
-                    grads = tape.gradient(result["loss"], variables)
-                    self.optimizer.apply(grads, variables)
-                else:
-                    result = objective(model=self.model, batch=batch)
-                for key, value in result.items():
-                    totals[key] = totals.get(key, 0.0) + float(value) * n
-                rows += n
-        return {k: v / max(rows, 1) for k, v in totals.items()}
+        signature = [_specs(self.settings.meta)]
+
+        @tf.function(input_signature=signature)
+        def train_step(batch: dict[str, Any]) -> dict[str, Any]:
+            with tf.GradientTape() as tape:
+                result = step(batch, training=True)
+            grads = tape.gradient(result["loss"], variables)
+            self.optimizer.apply(grads, variables)
+            return result
+
+        test_step = tf.function(
+            lambda batch: step(batch, training=False), input_signature=signature
+        )
+        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
+            logs = _mean_over(train.epoch(epoch), train_step, self.device)
+            if val is not None and val.rows:
+                val_logs = _mean_over(val.epoch(epoch), test_step, self.device)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            on_epoch_end(epoch, logs)
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py
@@ -380,6 +441,11 @@ class _TFScalarWriter(ScalarWriter):
 # -- the backend --------------------------------------------------------------------------
 
 
+def _model_input(args: list[Any]) -> Any:
+    """Keras' convention: one input as itself, several as a list (as ``fit`` feeds them)."""
+    return args[0] if len(args) == 1 else list(args)
+
+
 def _to_numpy(out: Any) -> Any:
     if isinstance(out, dict):
         return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
@@ -422,9 +488,17 @@ class TensorFlowBackend(Backend):
             )
         return requested
 
-    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
+    def build(
+        self,
+        entry: Entry,
+        params: Mapping[str, Any],
+        meta: DataMeta,
+        seed: int,
+        inputs: Sequence[str] | None = None,
+    ) -> Any:
         keras.utils.set_random_seed(seed)
-        reserved = {"input_shape": meta.input_shape, "num_classes": meta.num_classes, "meta": meta}
+        shapes = input_shapes(meta, inputs)
+        reserved = {"input_shape": shapes[0], "num_classes": meta.num_classes, "meta": meta}
         kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
         model = entry.func(**kwargs, **params)
         if not isinstance(model, keras.Model):
@@ -434,7 +508,8 @@ class TensorFlowBackend(Backend):
             )
         if not model.built:
             # Weights exist only once a model knows its input shape.
-            model.build((None, *meta.input_shape))
+            batch_shapes = [(None, *shape) for shape in shapes]
+            model.build(batch_shapes[0] if len(batch_shapes) == 1 else batch_shapes)
         return model
 
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
@@ -472,13 +547,24 @@ class TensorFlowBackend(Backend):
             ) from err
 
     def predict(
-        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+        self,
+        model: Any,
+        batches: Iterable[Mapping[str, np.ndarray]],
+        device: str,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
     ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
         chunks: list[Any] = []
         with tf.device(_tf_device(device)):
             for raw in batches:
-                chunks.append(_to_numpy(model(tf.convert_to_tensor(raw["x"]), training=False)))
+                args = [tf.convert_to_tensor(raw[name]) for name in inputs]
+                chunks.append(_to_numpy(model(_model_input(args), training=False)))
         return _concat(chunks)
+
+    def evaluate_objective(
+        self, model: Any, objective: Entry, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> dict[str, float]:
+        step = _ObjectiveStep(model, objective)
+        return _mean_over(batches, lambda batch: step(batch, training=False), _tf_device(device))
 
     def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
         out = np.asarray(_primary(outputs))
@@ -490,11 +576,25 @@ class TensorFlowBackend(Backend):
     def scalar_writer(self, logdir: Path) -> ScalarWriter:
         return _TFScalarWriter(logdir)
 
-    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
+    def export(
+        self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> None:
         # A SavedModel directory: graph + variables, served without any Python model code.
-        model.export(str(path), format="tf_saved_model", verbose=False)
+        specs = _specs(meta)
+        signature = [
+            specs[name] if name in specs else tf.TensorSpec((None, *shape), tf.float32)
+            for name, shape in zip(inputs, input_shapes(meta, inputs), strict=False)
+        ]
+        model.export(
+            str(path),
+            format="tf_saved_model",
+            verbose=False,
+            input_signature=[_model_input(signature)],
+        )
 
-    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+    def load_export(
+        self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> Callable[[Mapping[str, np.ndarray]], Any]:
         try:
             loaded = tf.saved_model.load(str(path))
             serve = loaded.serve
@@ -504,11 +604,16 @@ class TensorFlowBackend(Backend):
                 f"code-free export {path} cannot be loaded as a SavedModel (truncated or "
                 f"tampered with): {detail}"
             ) from err
-        spec = serve.input_signature[0] if getattr(serve, "input_signature", None) else None
-        dtype = spec.dtype if isinstance(spec, tf.TensorSpec) else tf.float32
+        specs = tf.nest.flatten(getattr(serve, "input_signature", None) or [])
+        dtypes = [s.dtype if isinstance(s, tf.TensorSpec) else tf.float32 for s in specs]
+        dtypes += [tf.float32] * (len(inputs) - len(dtypes))
 
         def run(batch: Mapping[str, np.ndarray]) -> Any:
-            return _to_numpy(serve(tf.convert_to_tensor(np.asarray(batch["x"]), dtype=dtype)))
+            args = [
+                tf.convert_to_tensor(np.asarray(batch[name]), dtype=dtype)
+                for name, dtype in zip(inputs, dtypes, strict=False)
+            ]
+            return _to_numpy(serve(_model_input(args)))
 
         run.module = loaded  # type: ignore[attr-defined]  # LoadTrained.model in code-free mode
         return run

@@ -45,6 +45,11 @@ def _primary(outputs: Any) -> torch.Tensor:
     return outputs
 
 
+def _scalar(value: Any) -> float:
+    """An objective's logged value as a float, without keeping its autograd graph."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
     out = _primary(outputs)
     if loss == "cross_entropy":
@@ -136,7 +141,7 @@ class _TorchSession(TrainSession):
         if objective is not None:
             result = objective.func(model=self.model, batch=batch)
             loss = result["loss"]
-            named = {k: float(v) for k, v in result.items()}
+            named = {k: _scalar(v) for k, v in result.items()}
             return loss, named
         outputs = self.model(*[batch[name] for name in self.settings.inputs])
         loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
@@ -304,7 +309,7 @@ class TorchBackend(Backend):
                 n = len(next(iter(raw.values())))
                 result = objective.func(model=model, batch=_to_tensors(raw, device))
                 for key, value in result.items():
-                    totals[key] = totals.get(key, 0.0) + float(value) * n
+                    totals[key] = totals.get(key, 0.0) + _scalar(value) * n
                 rows += n
         return {k: v / max(rows, 1) for k, v in totals.items()}
 
@@ -319,13 +324,10 @@ class TorchBackend(Backend):
         self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> None:
         model = model.eval().to("cpu")
-        names = [n for n in inputs if n in meta.arrays] or [None]
+        dtypes = [meta.arrays.get(name, {}).get("dtype", "float32") for name in inputs]
         examples = tuple(
-            torch.zeros(
-                (2, *shape),
-                dtype=getattr(torch, meta.arrays[name]["dtype"]) if name else torch.float32,
-            )
-            for name, shape in zip(names, input_shapes(meta, inputs), strict=False)
+            torch.zeros((2, *shape), dtype=getattr(torch, dtype))
+            for dtype, shape in zip(dtypes, input_shapes(meta, inputs), strict=False)
         )
         batch = torch.export.Dim("batch", min=1)
         dynamic = tuple({0: batch} for _ in examples)

@@ -9,17 +9,25 @@ time, and is itself imported only when a model config names that framework.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.registry import Entry
 
-__all__ = ["Backend", "EpochCallback", "ScalarWriter", "TrainSession", "TrainSettings"]
+__all__ = [
+    "Backend",
+    "EpochCallback",
+    "ScalarWriter",
+    "TrainSession",
+    "TrainSettings",
+    "input_shapes",
+]
 
 # Called once per finished epoch (1-based) with that epoch's train/val metrics.
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -37,6 +45,14 @@ class TrainSettings:
     device: str
     objective: Entry | None
     meta: DataMeta
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+
+
+def input_shapes(meta: DataMeta, inputs: Sequence[str] | None) -> list[tuple[int, ...]]:
+    """Per-row shapes of the model's inputs (``meta.input_shape`` when none are named)."""
+    if not inputs or list(inputs) == list(DEFAULT_INPUTS) and "x" not in meta.arrays:
+        return [meta.input_shape]
+    return [tuple(meta.arrays[name]["shape"]) for name in inputs]
 
 
 class ScalarWriter(ABC):
@@ -92,8 +108,18 @@ class Backend(ABC):
         """``auto`` → the best available device; checks ``cuda`` is really there."""
 
     @abstractmethod
-    def build(self, entry: Entry, params: Mapping[str, Any], meta: DataMeta, seed: int) -> Any:
-        """Build a fresh model with the registered builder, seeded."""
+    def build(
+        self,
+        entry: Entry,
+        params: Mapping[str, Any],
+        meta: DataMeta,
+        seed: int,
+        inputs: Sequence[str] | None = None,
+    ) -> Any:
+        """Build a fresh model with the registered builder, seeded.
+
+        ``input_shape`` given to the builder is the shape of the first of ``inputs``.
+        """
 
     @abstractmethod
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
@@ -109,9 +135,23 @@ class Backend(ABC):
 
     @abstractmethod
     def predict(
-        self, model: Any, batches: Iterable[Mapping[str, np.ndarray]], device: str
+        self,
+        model: Any,
+        batches: Iterable[Mapping[str, np.ndarray]],
+        device: str,
+        inputs: Sequence[str] = DEFAULT_INPUTS,
     ) -> np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]:
-        """Run ``model`` in inference mode over the batches and concatenate the outputs."""
+        """Run ``model(*[batch[name] for name in inputs])`` in inference mode over the batches.
+
+        Returns:
+            The outputs concatenated over batches, keeping a dict or tuple structure.
+        """
+
+    @abstractmethod
+    def evaluate_objective(
+        self, model: Any, objective: Entry, batches: Iterable[Mapping[str, np.ndarray]], device: str
+    ) -> dict[str, float]:
+        """The objective's named scalars in inference mode, averaged over rows (no gradients)."""
 
     @abstractmethod
     def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
@@ -122,9 +162,17 @@ class Backend(ABC):
         """A TensorBoard writer for ``logdir``."""
 
     @abstractmethod
-    def export(self, model: Any, meta: DataMeta, path: Path) -> None:
-        """Write a code-free inference artifact (no model-building code needed to load it)."""
+    def export(
+        self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> None:
+        """Write a code-free inference artifact (no model-building code needed to load it).
+
+        Any failure (e.g. outputs the format cannot hold) propagates: Train records it in
+        ``run.json`` (``export.ok: false``) and LoadTrained's ``code_free`` reports it.
+        """
 
     @abstractmethod
-    def load_export(self, path: Path) -> Callable[[Mapping[str, np.ndarray]], Any]:
+    def load_export(
+        self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
+    ) -> Callable[[Mapping[str, np.ndarray]], Any]:
         """Load an artifact written by :meth:`export` as a ``batch → outputs`` callable."""

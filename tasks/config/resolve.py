@@ -8,7 +8,6 @@ default never change it, while editing any value does.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import hashlib
 import json
@@ -69,6 +68,16 @@ def parse_overrides(text: str) -> Overrides:
     Raises:
         ConfigError: a pair is malformed or names an unknown section.
     """
+    if text not in _parsed_overrides:
+        _parsed_overrides[text] = _parse_overrides(text)
+    # Fresh dicts per call (the values themselves are never mutated).
+    return {section: dict(values) for section, values in _parsed_overrides[text].items()}
+
+
+_parsed_overrides: dict[str, Overrides] = {}
+
+
+def _parse_overrides(text: str) -> Overrides:
     result: Overrides = {name: {} for name in SECTIONS}
     try:
         pairs = shlex.split(text or "")
@@ -248,11 +257,17 @@ def _resolve_references(
 
 
 def _identity(section: str, config: dict[str, Any], file_digests: dict[str, str]) -> Any:
-    identity = copy.deepcopy(config)
+    # A shallow copy: only top-level keys and ``params`` are replaced below, never mutated.
+    identity = dict(config)
     identity.pop("name", None)
+    if section == "model" and identity.get("inputs") in (None, ["x"]):
+        # The default, written or not, is left out: identities from before the key existed
+        # stay the same.
+        identity.pop("inputs", None)
     if file_digests:
         # The data file's content, not where it lies, identifies the dataset.
-        identity["params"][_FILE_PARAM] = "sha256:" + file_digests[_FILE_PARAM]
+        content = "sha256:" + file_digests[_FILE_PARAM]
+        identity["params"] = {**identity["params"], _FILE_PARAM: content}
     return identity
 
 

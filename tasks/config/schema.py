@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 
 __all__ = [
+    "DEFAULT_INPUTS",
     "SECTIONS",
     "DataConfig",
     "EvalConfig",
@@ -19,8 +20,10 @@ __all__ = [
     "OptimizerConfig",
     "SplitConfig",
     "TrainConfig",
+    "input_names",
 ]
 
+DEFAULT_INPUTS = ("x",)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
@@ -52,13 +55,19 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """``configs/model/*.yaml``: framework, registered builder and its arguments."""
+    """``configs/model/*.yaml``: framework, registered builder and its arguments.
+
+    ``objective`` names a registered objective that computes the loss (default: the train
+    config's ``loss`` on ``y``); ``inputs`` names the data arrays passed positionally to the
+    model for prediction (default: ``["x"]``).
+    """
 
     name: str | None = Field(None, pattern=NAME_PATTERN)
     framework: Literal["torch", "tensorflow"]
     builder: str
     params: dict[str, Any] = Field(default_factory=dict)
     objective: str | None = None
+    inputs: list[str] | None = Field(None, min_length=1)
     seed: int = 0
 
 
@@ -103,3 +112,8 @@ SECTIONS: dict[str, type[_Strict]] = {
     "train": TrainConfig,
     "eval": EvalConfig,
 }
+
+
+def input_names(model_config: dict[str, Any]) -> tuple[str, ...]:
+    """The data arrays a resolved model config passes to the model (default: ``x``)."""
+    return tuple(model_config.get("inputs") or DEFAULT_INPUTS)

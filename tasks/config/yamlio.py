@@ -8,6 +8,7 @@ gigabytes once anything walks it (hashing, validation, JSON dumps).
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
         stat = None
     if stat is None or not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist; check the path you passed")
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     if key in _parsed:
         return copy.deepcopy(_parsed[key])
     size = stat.st_size

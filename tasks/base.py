@@ -155,6 +155,9 @@ class ForgeTask(luigi.Task, metaclass=_FreshInstances):
     """Base of the pipeline steps: resolves configs on construction, commits with a marker."""
 
     level: ClassVar[str]
+    # Declared by the parameter mixins (DataParams, ...) every concrete step inherits.
+    overrides: str
+    results_dir: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

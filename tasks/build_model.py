@@ -80,7 +80,9 @@ class BuildModel(ModelParams, ForgeTask):
 
     def produce(self, directory: Path) -> None:
         resolved = self.spec["model"].config
-        backend = get_backend(resolved["framework"], asked_by=f"model config {self.spec['model'].source}")
+        backend = get_backend(
+            resolved["framework"], asked_by=f"model config {self.spec['model'].source}"
+        )
         entry = get_entry("model", resolved["builder"], resolved["framework"])
         meta = read_meta(self.spec.dirs["data"] / DATA_FILE)
         model = backend.build(
@@ -91,9 +93,15 @@ class BuildModel(ModelParams, ForgeTask):
         atomic_write_text(directory / MODEL_CONFIG_FILE, dump_yaml(resolved))
         summary = {
             "framework": backend.name,
-            "builder": {"name": entry.name, "qualname": entry.qualname, "fingerprint": entry.fingerprint()},
+            "builder": {
+                "name": entry.name,
+                "qualname": entry.qualname,
+                "fingerprint": entry.fingerprint(),
+            },
             "parameters": _parameter_count(model),
             "architecture": _architecture(model),
         }
         atomic_write_text(directory / "model.json", json.dumps(summary, indent=2) + "\n")
-        logger.info("built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"])
+        logger.info(
+            "built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"]
+        )

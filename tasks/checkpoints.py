@@ -51,7 +51,7 @@ def commit(directory: Path, epoch: int, suffix: str, bookkeeping: dict[str, Any]
 def committed(directory: Path) -> list[CheckpointInfo]:
     """Committed checkpoints, oldest first."""
     folder = directory / CHECKPOINT_DIR
-    found = []
+    found: list[CheckpointInfo] = []
     if not folder.is_dir():
         return found
     for entry in folder.iterdir():

@@ -122,7 +122,9 @@ class StoredExperiment:
         """Rebuild the model through its registered builder and load the stored weights."""
         model_cfg = self.config["model"]
         entry = get_entry(
-            "model", model_cfg["builder"], model_cfg["framework"],
+            "model",
+            model_cfg["builder"],
+            model_cfg["framework"],
             where=f"stored config {self.directory / CONFIG_FILE}",
         )
         model = self.backend.build(

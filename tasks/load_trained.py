@@ -269,7 +269,8 @@ class LoadTrained(luigi.Task, metaclass=_FreshInstances):
             self._directory = find_experiment(self.path_or_prefix)
         elif self.data_config and self.model_config:
             text = format_overrides(parse_overrides(self.overrides), _TRAIN_LEVELS)
-            self._train = Train(
+            # Parameters come from mixins, which Luigi's dataclass_transform does not see.
+            self._train = Train(  # type: ignore[call-arg]
                 data_config=self.data_config,
                 model_config=self.model_config,
                 train_config=self.train_config,

@@ -248,7 +248,9 @@ class Train(TrainParams, ForgeTask):
         session = backend.session(model, settings)
         start, best_epoch, best_value = self._resume(directory, session, backend)
         run["resumed_from_epoch"] = start or None
-        self._fit(directory, backend, session, settings, meta, data_path, start, best_epoch, best_value)
+        self._fit(
+            directory, backend, session, settings, meta, data_path, start, best_epoch, best_value
+        )
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
             session.save_weights(tmp)
@@ -264,7 +266,9 @@ class Train(TrainParams, ForgeTask):
             try:
                 epoch = session.load_checkpoint(info.path)
             except Exception as err:  # a damaged checkpoint: fall back to an older one
-                logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", info.path, err)
+                logger.warning(
+                    "checkpoint %s cannot be loaded (%s); trying an older one", info.path, err
+                )
                 continue
             prune(directory, after=epoch)
             logger.info("resuming from checkpoint %s (epoch %d)", info.path.name, epoch)
@@ -289,14 +293,22 @@ class Train(TrainParams, ForgeTask):
         every = train_cfg["checkpoint_every"]
         buffer = int(forge().buffer_mb) * (1 << 20)
         train_stream = BatchStream(
-            data_path, "train", settings.batch_size, shuffle=train_cfg["shuffle"],
-            seed=settings.seed, buffer_bytes=buffer,
+            data_path,
+            "train",
+            settings.batch_size,
+            shuffle=train_cfg["shuffle"],
+            seed=settings.seed,
+            buffer_bytes=buffer,
         )
-        val_stream = BatchStream(data_path, "val", settings.batch_size, shuffle=False, buffer_bytes=buffer) if meta.rows.get("val") else None
+        val_stream = (
+            BatchStream(data_path, "val", settings.batch_size, shuffle=False, buffer_bytes=buffer)
+            if meta.rows.get("val")
+            else None
+        )
         log = MetricsLog(directory / METRICS_FILE, resume_after=start)
         writer = backend.scalar_writer(directory / TENSORBOARD_DIR)
         progress = _Progress(self, start, settings.epochs)
-        state = {"best_epoch": best_epoch, "best_value": best_value}
+        state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
 
         def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
             if monitor not in logs:
@@ -314,7 +326,9 @@ class Train(TrainParams, ForgeTask):
                     session.save_weights(tmp)
                 state.update(best_epoch=epoch, best_value=value)
             if epoch % every == 0 or epoch == settings.epochs:
-                with atomic_path(checkpoint_path(directory, epoch, backend.checkpoint_suffix)) as tmp:
+                with atomic_path(
+                    checkpoint_path(directory, epoch, backend.checkpoint_suffix)
+                ) as tmp:
                     session.save_checkpoint(tmp, epoch)
                 commit(directory, epoch, backend.checkpoint_suffix, dict(state))
                 prune(directory, keep_best=state["best_epoch"])
@@ -331,7 +345,12 @@ class Train(TrainParams, ForgeTask):
             source = best_path(directory, best, backend.weights_suffix)
             with atomic_path(directory / MODEL_DIR / f"best{backend.weights_suffix}") as tmp:
                 tmp.write_bytes(source.read_bytes())
-        best_record = {"epoch": best, "monitor": monitor, "mode": mode, "value": state["best_value"]}
+        best_record = {
+            "epoch": best,
+            "monitor": monitor,
+            "mode": mode,
+            "value": state["best_value"],
+        }
         atomic_write_text(directory / MODEL_DIR / "best.json", json.dumps(best_record) + "\n")
 
     def _export(

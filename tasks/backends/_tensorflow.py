@@ -566,7 +566,7 @@ class TensorFlowBackend(Backend):
         step = _ObjectiveStep(model, objective)
         return _mean_over(batches, lambda batch: step(batch, training=False), _tf_device(device))
 
-    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+    def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
         out = np.asarray(_primary(outputs))
         y = np.asarray(targets)
         if loss != "cross_entropy":

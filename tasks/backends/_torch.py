@@ -8,7 +8,7 @@ import types
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -136,24 +136,27 @@ class _TorchSession(TrainSession):
 
     def _step_metrics(
         self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise and the batch's named scalars, as detached 0-d tensors.
+
+        Scalars stay tensors so the epoch loop adds them up without a host sync per batch.
+        """
         objective = self.settings.objective
         if objective is not None:
             result = objective.func(model=self.model, batch=batch)
             loss = result["loss"]
-            named = {k: _scalar(v) for k, v in result.items()}
-            return loss, named
+            return loss, {k: torch.as_tensor(v).detach() for k, v in result.items()}
         outputs = self.model(*[batch[name] for name in self.settings.inputs])
         loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
-        named = {"loss": float(loss.detach())}
+        named = {"loss": loss.detach()}
         if self.settings.loss == "cross_entropy":
             pred = _primary(outputs).detach().argmax(dim=-1)
-            named["accuracy"] = float((pred == batch["y"]).float().mean())
+            named["accuracy"] = (pred == batch["y"]).float().mean()
         return loss, named
 
     def _run_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
         self.model.train(train)
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         rows = 0
         with torch.set_grad_enabled(train):
             for raw in stream.epoch(epoch):
@@ -165,9 +168,10 @@ class _TorchSession(TrainSession):
                     loss.backward()
                     self.optimizer.step()
                 for key, value in named.items():
-                    totals[key] = totals.get(key, 0.0) + value * n
+                    weighted = value.double() * n
+                    totals[key] = totals[key] + weighted if key in totals else weighted
                 rows += n
-        return {k: v / max(rows, 1) for k, v in totals.items()}
+        return {k: float(v) / max(rows, 1) for k, v in totals.items()}
 
     def fit(
         self,
@@ -194,7 +198,7 @@ class _TorchSession(TrainSession):
         with path.open("wb") as fh:
             sink = _WriteErrorKeeper(fh)
             try:
-                torch.save(state, sink)
+                torch.save(state, cast("IO[bytes]", sink))
             except RuntimeError as err:
                 # torch's zip writer swallows the OS error of a failed write (disk full,
                 # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
@@ -313,7 +317,7 @@ class TorchBackend(Backend):
                 rows += n
         return {k: v / max(rows, 1) for k, v in totals.items()}
 
-    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+    def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
         out = torch.from_numpy(np.asarray(_primary(outputs)))
         return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
 

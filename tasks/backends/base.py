@@ -154,7 +154,7 @@ class Backend(ABC):
         """The objective's named scalars in inference mode, averaged over rows (no gradients)."""
 
     @abstractmethod
-    def loss_value(self, outputs: np.ndarray, targets: np.ndarray, loss: str) -> float:
+    def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
         """The mean training loss of ``outputs`` against ``targets`` (for evaluation)."""
 
     @abstractmethod

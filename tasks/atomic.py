@@ -34,6 +34,7 @@ _TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}-")
 # A folder holding this file belongs to another (nested) step; its own run cleans it.
 _STEP_MARKER = ".digest"
 
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space and rerun (completed steps are kept)",
     errno.EDQUOT: "the disk quota is exceeded; free space and rerun",
@@ -55,6 +56,15 @@ def storage_errors(what: str) -> Iterator[None]:
     except OSError as err:
         hint = _HINTS.get(err.errno or 0, "check the file system and rerun")
         raise StorageError(f"writing {what} failed: {err.strerror or err}; {hint}") from err
+    except Exception as err:
+        # Writers built on Rust (safetensors) raise their own exception type for OS errors,
+        # with the errno only in the message: "... I/O error: File too large (os error 27)".
+        match = _RUST_OS_ERROR.search(str(err))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        hint = _HINTS.get(code, "check the file system and rerun")
+        raise StorageError(f"writing {what} failed: {os.strerror(code)}; {hint}") from err
 
 
 def _tmp_name(dest: Path) -> Path:

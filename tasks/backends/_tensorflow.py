@@ -11,8 +11,11 @@ legacy whole-model ``.h5`` files are never loaded.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -395,7 +398,7 @@ class _TFSession(TrainSession):
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py
 
-        with h5py.File(path, "w") as fh:
+        with _h5py_write_errors(), h5py.File(path, "w") as fh:
             fh.attrs["format"] = CHECKPOINT_FORMAT
             fh.attrs["epoch"] = int(epoch)
             fh.attrs["keras"] = keras.__version__
@@ -408,6 +411,39 @@ class _TFSession(TrainSession):
 
     def save_weights(self, path: Path) -> None:
         TensorFlowBackend().save_weights(self.model, path)
+
+
+@contextlib.contextmanager
+def _h5py_write_errors() -> Iterator[None]:
+    """Report a failed HDF5 write (disk full, file too large) once, without teardown noise.
+
+    When a write fails half-way, h5py objects still referenced by the traceback complain
+    again from their destructors ("Exception ignored in ObjectID.__dealloc__"), long after
+    the error was reported. Drop the traceback and collect them here, with those destructor
+    messages silenced, then raise a plain OSError for the caller to report.
+    """
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable_hook(unraisable: Any) -> None:
+        if "h5py" not in f"{unraisable.object!r} {unraisable.err_msg}":
+            previous_unraisable(unraisable)
+
+    def except_hook(kind: Any, value: Any, tb: Any) -> None:
+        # Cython prints a destructor's traceback through sys.excepthook as well.
+        if "decrement id ref count" not in str(value):
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+    try:
+        yield
+    except OSError as err:
+        code, message = err.errno, err.strerror or str(err)
+        del err
+        gc.collect()
+        raise OSError(code, message) from None
+    finally:
+        gc.collect()
+        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
 
 
 # -- TensorBoard --------------------------------------------------------------------------
@@ -516,7 +552,10 @@ class TensorFlowBackend(Backend):
         return _TFSession(model, settings)
 
     def save_weights(self, model: Any, path: Path) -> None:
-        path = Path(path)
+        with _h5py_write_errors():
+            self._save_weights(model, Path(path))
+
+    def _save_weights(self, model: Any, path: Path) -> None:
         if path.name.endswith(_KERAS_WEIGHTS):
             model.save_weights(str(path))
             return

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.atomic import atomic_path, atomic_write_text
 from tasks.base import EvalParams, ForgeTask
@@ -19,12 +17,17 @@ from tasks.metrics import LOSS_METRIC
 from tasks.registry import Entry, get_entry
 from tasks.train import Train
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["Evaluate"]
 
 logger = logging.getLogger("forge")
 
 
 def _named_outputs(outputs: Any) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if isinstance(outputs, dict):
         return {str(k): np.asarray(v) for k, v in outputs.items()}
     if isinstance(outputs, tuple | list):
@@ -47,6 +50,7 @@ def _write_predictions(path: Path, outputs: Any, arrays: dict[str, np.ndarray]) 
 
 def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

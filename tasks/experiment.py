@@ -21,7 +21,7 @@ from tasks.config.schema import input_names
 from tasks.config.yamlio import load_yaml_file
 from tasks.data.h5store import DataMeta, read_meta
 from tasks.errors import CorruptArtifactError, ExperimentNotFoundError, RegistryError
-from tasks.layout import CONFIG_FILE, DATA_FILE, RUN_FILE, SUCCESS
+from tasks.layout import CONFIG_FILE, DATA_FILE, META_FILE, RUN_FILE, SUCCESS
 from tasks.registry import Kind, get_entry
 from tasks.train import MODEL_DIR
 
@@ -89,7 +89,12 @@ class StoredExperiment:
 
     @cached_property
     def meta(self) -> DataMeta:
-        return read_meta(self.data_file)
+        # meta.json (written by PrepareData beside data.h5) is cheaper to read than HDF5.
+        record = self.data_dir / META_FILE
+        try:
+            return DataMeta.from_dict(json.loads(confined(record, self.data_dir).read_text()))
+        except (OSError, ValueError, KeyError):
+            return read_meta(self.data_file)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -131,7 +136,7 @@ class StoredExperiment:
             entry,
             model_cfg["params"],
             self.meta,
-            seed=model_cfg.get("seed", 0),
+            seed=None,  # the stored weights replace the initial ones
             inputs=self.inputs,
         )
         self.backend.load_weights(model, self.weights_path(checkpoint))

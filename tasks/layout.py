@@ -22,6 +22,7 @@ __all__ = [
     "DATA_FILE",
     "DIGEST_FILE",
     "EVAL_DIR",
+    "META_FILE",
     "METRICS_FILE",
     "PARAMS_FILE",
     "RUN_FILE",
@@ -34,6 +35,7 @@ __all__ = [
 SUCCESS = "_SUCCESS"
 DIGEST_FILE = ".digest"
 DATA_FILE = "data.h5"
+META_FILE = "meta.json"
 CONFIG_FILE = "config.yaml"
 PARAMS_FILE = "params.json"
 RUN_FILE = "run.json"

@@ -29,10 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import luigi
-import numpy as np
 
 from tasks.base import _FreshInstances
 from tasks.config.resolve import format_overrides, parse_overrides
@@ -49,6 +48,9 @@ from tasks.layout import CONFIG_FILE, EVAL_DIR, METRICS_FILE, SUCCESS
 from tasks.metrics_log import read_metrics
 from tasks.settings import forge
 from tasks.train import Train
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["CodeDriftWarning", "Evaluation", "ExportFallbackWarning", "LoadTrained"]
 
@@ -82,6 +84,7 @@ class Evaluation:
             output name → array; a single-output model has the one name ``output``.
         """
         import h5py
+        import numpy as np
 
         path = confined(self.directory / "predictions.h5", self.directory)
         try:
@@ -188,6 +191,8 @@ def _checkpoint_name(value: str | int) -> str | int:
 
 def _concat(chunks: list[Any]) -> Any:
     """Join per-batch outputs, keeping dict and tuple outputs structured."""
+    import numpy as np
+
     if not chunks:
         return np.zeros((0,))
     first = chunks[0]
@@ -530,6 +535,8 @@ class LoadTrained(luigi.Task, metaclass=_FreshInstances):
 
     def _input_arrays(self, x: Any) -> dict[str, np.ndarray]:
         """``x`` as ``{input name: array}``, cast and checked against the training data."""
+        import numpy as np
+
         meta, inputs = self.experiment.meta, self.experiment.inputs
         if isinstance(x, Mapping):
             missing = [name for name in inputs if name not in x]

@@ -7,11 +7,12 @@ config's loss, computed by the model's framework.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.registry import register_metric
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["LOSS_METRIC", "accuracy", "mae", "mse"]
 
@@ -19,6 +20,8 @@ LOSS_METRIC = "loss"
 
 
 def _primary(outputs: Any) -> np.ndarray:
+    import numpy as np
+
     if isinstance(outputs, dict):
         return np.asarray(next(iter(outputs.values())))
     if isinstance(outputs, tuple | list):
@@ -29,6 +32,8 @@ def _primary(outputs: Any) -> np.ndarray:
 @register_metric("accuracy")
 def accuracy(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Share of rows whose arg-max output equals the label ``y``."""
+    import numpy as np
+
     pred = _primary(outputs)
     return float(np.mean(np.argmax(pred, axis=-1) == batch["y"]))
 
@@ -36,6 +41,8 @@ def accuracy(outputs: Any, batch: dict[str, np.ndarray]) -> float:
 @register_metric("mse")
 def mse(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Mean squared error of the outputs against ``y``."""
+    import numpy as np
+
     pred = _primary(outputs).reshape(batch["y"].shape)
     return float(np.mean((pred - batch["y"]) ** 2))
 
@@ -43,6 +50,8 @@ def mse(outputs: Any, batch: dict[str, np.ndarray]) -> float:
 @register_metric("mae")
 def mae(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Mean absolute error of the outputs against ``y``."""
+    import numpy as np
+
     pred = _primary(outputs).reshape(batch["y"].shape)
     return float(np.mean(np.abs(pred - batch["y"])))
 

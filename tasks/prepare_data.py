@@ -10,15 +10,14 @@ from tasks.atomic import atomic_path, atomic_write_text
 from tasks.base import DataParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import write_splits
-from tasks.layout import DATA_FILE
+from tasks.layout import DATA_FILE, META_FILE
 from tasks.registry import get_entry
 
-__all__ = ["DATA_CONFIG_FILE", "META_FILE", "PrepareData"]
+__all__ = ["DATA_CONFIG_FILE", "PrepareData"]
 
 logger = logging.getLogger("forge")
 
 DATA_CONFIG_FILE = "data.yaml"
-META_FILE = "meta.json"
 
 
 class PrepareData(DataParams, ForgeTask):

@@ -69,12 +69,28 @@ class Entry:
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
     def fingerprint(self) -> str | None:
-        """Hash of the function's source code, or None when the source is unavailable."""
+        """Hash of the function's source code, or None when the source is unavailable.
+
+        Memoised per source file version (path, mtime): reading the source back through
+        ``inspect`` tokenises it, which costs more than loading a small model.
+        """
+        code = getattr(self.func, "__code__", None)
+        filename = getattr(code, "co_filename", None)
         try:
-            source = textwrap.dedent(inspect.getsource(self.func))
-        except (OSError, TypeError):
-            return None
-        return hashlib.sha256(source.encode()).hexdigest()[:16]
+            version = os.stat(filename).st_mtime_ns if filename else None
+        except OSError:
+            version = None
+        key = (self.qualname, filename, version)
+        if key not in _fingerprints:
+            try:
+                source = textwrap.dedent(inspect.getsource(self.func))
+            except (OSError, TypeError):
+                return None
+            _fingerprints[key] = hashlib.sha256(source.encode()).hexdigest()[:16]
+        return _fingerprints[key]
+
+
+_fingerprints: dict[tuple[str, str | None, int | None], str] = {}
 
 
 _registry: dict[tuple[Kind, str | None, str], Entry] = {}

@@ -529,10 +529,11 @@ class TensorFlowBackend(Backend):
         entry: Entry,
         params: Mapping[str, Any],
         meta: DataMeta,
-        seed: int,
+        seed: int | None,
         inputs: Sequence[str] | None = None,
     ) -> Any:
-        keras.utils.set_random_seed(seed)
+        if seed is not None:  # None: weights are loaded next, seeding is wasted work
+            keras.utils.set_random_seed(seed)
         shapes = input_shapes(meta, inputs)
         reserved = {"input_shape": shapes[0], "num_classes": meta.num_classes, "meta": meta}
         kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}

@@ -246,10 +246,11 @@ class TorchBackend(Backend):
         entry: Entry,
         params: Mapping[str, Any],
         meta: DataMeta,
-        seed: int,
+        seed: int | None,
         inputs: Sequence[str] | None = None,
     ) -> Any:
-        torch.manual_seed(seed)
+        if seed is not None:  # None: weights are loaded next, seeding is wasted work
+            torch.manual_seed(seed)
         shape = input_shapes(meta, inputs)[0]
         reserved = {"input_shape": shape, "num_classes": meta.num_classes, "meta": meta}
         kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}

@@ -12,13 +12,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.registry import Entry
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "Backend",
@@ -113,7 +114,7 @@ class Backend(ABC):
         entry: Entry,
         params: Mapping[str, Any],
         meta: DataMeta,
-        seed: int,
+        seed: int | None,
         inputs: Sequence[str] | None = None,
     ) -> Any:
         """Build a fresh model with the registered builder, seeded.

@@ -13,11 +13,12 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["SPLITS", "BatchStream", "DataMeta", "read_meta", "read_split", "write_splits"]
 
@@ -69,6 +70,8 @@ class DataMeta:
 
 
 def _check_arrays(arrays: Mapping[str, Any], where: str) -> int:
+    import numpy as np
+
     if not isinstance(arrays, Mapping) or not arrays:
         raise DataError(f"{where}: the loader must return a non-empty dict of arrays")
     lengths = {}
@@ -94,6 +97,8 @@ def _check_arrays(arrays: Mapping[str, Any], where: str) -> int:
 
 
 def _infer_task(arrays: Mapping[str, Any]) -> tuple[str, int | None]:
+    import numpy as np
+
     if "y" not in arrays:
         return "unsupervised", None
     y = np.asarray(arrays["y"][: min(len(arrays["y"]), 1_000_000)])
@@ -105,6 +110,8 @@ def _infer_task(arrays: Mapping[str, Any]) -> tuple[str, int | None]:
 
 
 def _split_indices(n: int, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    import numpy as np
+
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test))
     n_val = int(round(n * val))
@@ -140,6 +147,7 @@ def write_splits(
         DataError: arrays are unusable (mismatched lengths, NaN/inf, non-numeric).
     """
     import h5py
+    import numpy as np
 
     n = _check_arrays(arrays, where)
     task, num_classes = _infer_task(arrays)
@@ -223,6 +231,7 @@ class BatchStream:
         names: list[str] | None = None,
     ) -> None:
         import h5py
+        import numpy as np
 
         self.path = Path(path)
         self.split = split
@@ -247,6 +256,8 @@ class BatchStream:
 
     def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         """Yield the batches of ``epoch`` (dicts of numpy arrays)."""
+        import numpy as np
+
         rng = np.random.default_rng([self.seed, epoch])
         if self._cache is not None:
             yield from self._batches(self._cache, rng)

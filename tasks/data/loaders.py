@@ -8,12 +8,13 @@ and ``npz``/``csv``/``hdf5`` read the user's files without unpickling or followi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import DataError
 from tasks.registry import register_dataset
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["blobs", "csv", "digits", "hdf5", "moons", "npz"]
 
@@ -25,6 +26,7 @@ def digits(as_image: bool = False) -> dict[str, Any]:
     Args:
         as_image: shape ``x`` as images ``(n, 8, 8, 1)`` (channels last) instead of ``(n, 64)``.
     """
+    import numpy as np
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -37,6 +39,7 @@ def digits(as_image: bool = False) -> dict[str, Any]:
 @register_dataset("moons")
 def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str, Any]:
     """Two interleaving half circles (binary classification), generated."""
+    import numpy as np
     from sklearn.datasets import make_moons
 
     x, y = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
@@ -52,6 +55,7 @@ def blobs(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Isotropic Gaussian blobs (multi-class classification), generated."""
+    import numpy as np
     from sklearn.datasets import make_blobs
 
     x, y = make_blobs(
@@ -67,6 +71,8 @@ def blobs(
 @register_dataset("npz")
 def npz(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]:
     """Arrays from a ``.npz`` file (loaded with ``allow_pickle=False``)."""
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=False) as archive:
             return _pick(dict(archive.items()), path, x_key, y_key)
@@ -79,6 +85,8 @@ def npz(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]:
 @register_dataset("csv")
 def csv(path: str, target: str = "y", delimiter: str = ",") -> dict[str, Any]:
     """A CSV file with a header row; ``target`` names the label column, the rest form ``x``."""
+    import numpy as np
+
     try:
         with Path(path).open(encoding="utf-8") as fh:
             header = fh.readline().strip().split(delimiter)
@@ -129,6 +137,8 @@ def hdf5(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]
 
 
 def _pick(arrays: dict[str, Any], path: str, x_key: str, y_key: str | None) -> dict[str, Any]:
+    import numpy as np
+
     keys = [k for k in (x_key, y_key) if k]
     for key in keys:
         if key not in arrays:

@@ -163,20 +163,62 @@ def _setup_truncated_weights(case: Case) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+_KERAS_LAMBDA = r"""
+import sys
+import keras
+
+sentinel, target = sys.argv[1], sys.argv[2]
+inputs = keras.Input((2,))
+# Loading this layer's function without safe_mode would create the sentinel file; the path
+# is a literal inside the function's code, so it travels with the archive.
+payload = eval(f"lambda x: (open({sentinel!r}, 'w').close(), x)[1]")
+hostile = keras.layers.Lambda(payload, output_shape=(2,))(inputs)
+keras.Model(inputs, keras.layers.Dense(2)(hostile)).save(target)
+"""
+
+
+def _setup_keras_lambda_archive(case: Case) -> None:
+    """Replace the best weights with a ``.keras`` archive holding a code-carrying Lambda."""
+    import subprocess
+    import sys
+
+    (weights,) = case.results.glob("*/*/*/model/best.weights.h5")
+    archive = case.folder / "hostile.keras"
+    subprocess.run(
+        [sys.executable, "-c", _KERAS_LAMBDA, str(case.sentinel), str(archive)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    # Building the hostile model may call the function once, in this trusted helper process.
+    case.sentinel.unlink(missing_ok=True)
+    shutil.copyfile(archive, weights)
+    shutil.copyfile(archive, weights.with_name("best.keras"))
+
+
 SETUPS: dict[str, Callable[[Case], None]] = {
     name[len("_setup_") :]: func for name, func in globals().items() if name.startswith("_setup_")
 }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-epoch torch experiment (results directory), made once."""
-    root = tmp_path_factory.mktemp("trained")
+def _train_once(root: Path, framework: str) -> Path:
     code, out = run_luigi_to_end(
-        "Train", train_args("torch", EXPERIMENT_OVERRIDES), root / "results", root / "train.log"
+        "Train", train_args(framework, EXPERIMENT_OVERRIDES), root / "results", root / "train.log"
     )
     assert code == 0, out
     return root / "results"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch torch experiment (results directory), made once."""
+    return _train_once(tmp_path_factory.mktemp("trained"), "torch")
+
+
+@pytest.fixture(scope="module")
+def trained_tf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch TensorFlow experiment (results directory), made once."""
+    return _train_once(tmp_path_factory.mktemp("trained-tf"), "tensorflow")
 
 
 def _prepare(name: str, tmp_path: Path, trained: Callable[[], Path]) -> Case:
@@ -201,7 +243,8 @@ def _prepare(name: str, tmp_path: Path, trained: Callable[[], Path]) -> Case:
 
 def _args(case: Case) -> list[str]:
     if case.spec["kind"] == "experiment":
-        raw = [*train_args("torch", EXPERIMENT_OVERRIDES), "--eval-config", "eval.yaml"]
+        framework = case.spec.get("framework", "torch")
+        raw = [*train_args(framework, EXPERIMENT_OVERRIDES), "--eval-config", "eval.yaml"]
     else:
         raw = list(case.spec["args"])
     return [case.subst(a) for a in raw]
@@ -242,7 +285,9 @@ def test_corpus_is_large_enough() -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_bad_input_fails_cleanly(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """One clear error, exit != 0, no traceback, nothing complete, no sentinel."""
-    case = _prepare(name, tmp_path, lambda: request.getfixturevalue("trained"))
+    spec = yaml.safe_load((CASES_DIR / name / "case.yaml").read_text())
+    fixture = "trained_tf" if spec.get("framework") == "tensorflow" else "trained"
+    case = _prepare(name, tmp_path, lambda: request.getfixturevalue(fixture))
     before = _successes(case.results)
     existed = case.results.exists()
     code, out = _run(case)
@@ -280,3 +325,28 @@ def test_results_dir_untouched_for_sibling_case(tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert len(_successes(tmp_path / "results")) == 1
+
+
+@pytest.mark.tensorflow
+def test_keras_lambda_archive_really_is_hostile(tmp_path: Path) -> None:
+    """Control for ``keras_lambda_archive``: loaded unsafely, the archive runs its code."""
+    import subprocess
+    import sys
+
+    sentinel, archive = tmp_path / "SENTINEL", tmp_path / "hostile.keras"
+    subprocess.run(
+        [sys.executable, "-c", _KERAS_LAMBDA, str(sentinel), str(archive)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    sentinel.unlink(missing_ok=True)
+    unsafe = (
+        "import sys, numpy, keras\n"
+        "model = keras.saving.load_model(sys.argv[1], safe_mode=False)\n"
+        "model(numpy.zeros((1, 2), 'float32'))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", unsafe, str(archive)], check=True, capture_output=True, timeout=300
+    )
+    assert sentinel.exists()

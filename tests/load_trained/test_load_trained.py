@@ -315,10 +315,9 @@ def _eval_in_shape(path: Path, sentinel: Path) -> None:
     _rewrite_pt2(path, {"models/model.json": model.encode()})
 
 
+@pytest.mark.parametrize("trained", ["torch"], indirect=True)  # a torch.export attack
 @pytest.mark.parametrize("attack", [_pickled_weight, _eval_in_shape], ids=["pickle", "sympify"])
 def test_hostile_torch_export_is_refused(trained: Trained, tmp_path: Path, attack: object) -> None:
-    if trained.framework != "torch":
-        pytest.skip("a torch.export archive attack")
     experiment = copy_results(trained, tmp_path / "results")
     export = StoredExperiment(experiment).export_path()
     assert export is not None

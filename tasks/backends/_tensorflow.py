@@ -29,6 +29,7 @@ from tasks.backends.base import (
     ScalarWriter,
     TrainSession,
     TrainSettings,
+    call_builder,
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
@@ -534,18 +535,10 @@ class TensorFlowBackend(Backend):
     ) -> Any:
         if seed is not None:  # None: weights are loaded next, seeding is wasted work
             keras.utils.set_random_seed(seed)
-        shapes = input_shapes(meta, inputs)
-        reserved = {"input_shape": shapes[0], "num_classes": meta.num_classes, "meta": meta}
-        kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
-        model = entry.func(**kwargs, **params)
-        if not isinstance(model, keras.Model):
-            raise ConfigError(
-                f"model builder {entry.name!r} ({entry.qualname}) returned "
-                f"{type(model).__name__}, not a keras.Model"
-            )
+        model = call_builder(entry, params, meta, inputs, keras.Model, "keras.Model")
         if not model.built:
             # Weights exist only once a model knows its input shape.
-            batch_shapes = [(None, *shape) for shape in shapes]
+            batch_shapes = [(None, *shape) for shape in input_shapes(meta, inputs)]
             model.build(batch_shapes[0] if len(batch_shapes) == 1 else batch_shapes)
         return model
 

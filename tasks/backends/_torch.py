@@ -22,6 +22,7 @@ from tasks.backends.base import (
     ScalarWriter,
     TrainSession,
     TrainSettings,
+    call_builder,
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
@@ -34,7 +35,10 @@ __all__ = ["TorchBackend"]
 
 
 def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    if device == "cpu":  # already there; skip the per-batch dispatch of .to()
+        return tensors
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def _primary(outputs: Any) -> torch.Tensor:
@@ -156,22 +160,26 @@ class _TorchSession(TrainSession):
 
     def _run_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
         self.model.train(train)
-        totals: dict[str, torch.Tensor] = {}
-        rows = 0
+        values: dict[str, list[torch.Tensor]] = {}
+        sizes: list[int] = []
         with torch.set_grad_enabled(train):
             for raw in stream.epoch(epoch):
                 batch = _to_tensors(raw, self.settings.device)
-                n = len(next(iter(raw.values())))
                 loss, named = self._step_metrics(batch)
                 if train:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
                 for key, value in named.items():
-                    weighted = value.double() * n
-                    totals[key] = totals[key] + weighted if key in totals else weighted
-                rows += n
-        return {k: float(v) / max(rows, 1) for k, v in totals.items()}
+                    values.setdefault(key, []).append(value)
+                sizes.append(len(next(iter(raw.values()))))
+        # Row-weighted means, computed once per epoch rather than synced batch by batch.
+        weights = torch.tensor(sizes, dtype=torch.float64)
+        total = max(float(weights.sum()), 1.0)
+        return {
+            k: float((torch.stack(v).double().cpu() * weights).sum()) / total
+            for k, v in values.items()
+        }
 
     def fit(
         self,
@@ -251,16 +259,7 @@ class TorchBackend(Backend):
     ) -> Any:
         if seed is not None:  # None: weights are loaded next, seeding is wasted work
             torch.manual_seed(seed)
-        shape = input_shapes(meta, inputs)[0]
-        reserved = {"input_shape": shape, "num_classes": meta.num_classes, "meta": meta}
-        kwargs = {k: v for k, v in reserved.items() if k in entry.reserved}
-        model = entry.func(**kwargs, **params)
-        if not isinstance(model, nn.Module):
-            raise ConfigError(
-                f"model builder {entry.name!r} ({entry.qualname}) returned "
-                f"{type(model).__name__}, not a torch.nn.Module"
-            )
-        return model
+        return call_builder(entry, params, meta, inputs, nn.Module, "torch.nn.Module")
 
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
         return _TorchSession(model, settings)

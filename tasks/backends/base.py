@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
+from tasks.errors import ConfigError
 from tasks.registry import Entry
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "ScalarWriter",
     "TrainSession",
     "TrainSettings",
+    "call_builder",
     "input_shapes",
 ]
 
@@ -54,6 +56,36 @@ def input_shapes(meta: DataMeta, inputs: Sequence[str] | None) -> list[tuple[int
     if not inputs or list(inputs) == list(DEFAULT_INPUTS) and "x" not in meta.arrays:
         return [meta.input_shape]
     return [tuple(meta.arrays[name]["shape"]) for name in inputs]
+
+
+def call_builder(
+    entry: Entry,
+    params: Mapping[str, Any],
+    meta: DataMeta,
+    inputs: Sequence[str] | None,
+    expected: type,
+    expected_name: str,
+) -> Any:
+    """Call a registered model builder with the reserved arguments it declares.
+
+    Builders receive ``input_shape`` (the first input's per-row shape), ``num_classes`` and
+    ``meta`` when their signature asks for them, plus the config's ``params``.
+
+    Raises:
+        ConfigError: the builder returned something other than an ``expected`` model.
+    """
+    reserved = {
+        "input_shape": input_shapes(meta, inputs)[0],
+        "num_classes": meta.num_classes,
+        "meta": meta,
+    }
+    model = entry.func(**{k: v for k, v in reserved.items() if k in entry.reserved}, **params)
+    if not isinstance(model, expected):
+        raise ConfigError(
+            f"model builder {entry.name!r} ({entry.qualname}) returned "
+            f"{type(model).__name__}, not a {expected_name}"
+        )
+    return model
 
 
 class ScalarWriter(ABC):

@@ -159,6 +159,20 @@ class ForgeTask(luigi.Task, metaclass=_FreshInstances):
     overrides: str
     results_dir: str | None
 
+    @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        """Luigi's parameter list, computed once per class.
+
+        Luigi rebuilds it with ``dir(cls)`` three times per task construction, which is most
+        of the cost of checking thousands of finished experiments. Forge's step classes
+        get no parameters after they are defined, so the list is kept per class.
+        """
+        cached = cls.__dict__.get("_forge_params")
+        if cached is None:
+            cached = super().get_params()
+            type.__setattr__(cls, "_forge_params", cached)
+        return list(cached)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         levels = _LEVELS[: _LEVELS.index(self.level) + 1]

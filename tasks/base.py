@@ -36,7 +36,15 @@ from tasks.errors import AlreadyRunningError, BackendUnavailableError
 from tasks.layout import EVAL_DIR, SUCCESS, child_dir, claim_dir
 from tasks.settings import ensure_retcodes, forge
 
-__all__ = ["DataParams", "EvalParams", "ForgeTask", "ModelParams", "Spec", "TrainParams"]
+__all__ = [
+    "CachedParams",
+    "DataParams",
+    "EvalParams",
+    "ForgeTask",
+    "ModelParams",
+    "Spec",
+    "TrainParams",
+]
 
 logger = logging.getLogger("forge")
 
@@ -122,6 +130,27 @@ class _FreshInstances(Register):
         return super(Register, cls).__call__(*args, **kwargs)
 
 
+class CachedParams:
+    """Mixin for Luigi tasks: Luigi's parameter list computed once per class.
+
+    A plain mixin, not a ``luigi.Task``, so Luigi does not register it as a task.
+    """
+
+    @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        """Luigi's parameter list, computed once per class.
+
+        Luigi rebuilds it with ``dir(cls)`` three times per task construction, which is most
+        of the cost of checking thousands of finished experiments. Forge's step classes
+        get no parameters after they are defined, so the list is kept per class.
+        """
+        cached = cls.__dict__.get("_forge_params")
+        if cached is None:
+            cached = super().get_params()  # type: ignore[misc]  # luigi.Task's, via the MRO
+            type.__setattr__(cls, "_forge_params", cached)
+        return list(cached)
+
+
 class DataParams:
     """Parameters of every Forge task."""
 
@@ -151,27 +180,13 @@ class EvalParams(TrainParams):
     )
 
 
-class ForgeTask(luigi.Task, metaclass=_FreshInstances):
+class ForgeTask(CachedParams, luigi.Task, metaclass=_FreshInstances):
     """Base of the pipeline steps: resolves configs on construction, commits with a marker."""
 
     level: ClassVar[str]
     # Declared by the parameter mixins (DataParams, ...) every concrete step inherits.
     overrides: str
     results_dir: str | None
-
-    @classmethod
-    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
-        """Luigi's parameter list, computed once per class.
-
-        Luigi rebuilds it with ``dir(cls)`` three times per task construction, which is most
-        of the cost of checking thousands of finished experiments. Forge's step classes
-        get no parameters after they are defined, so the list is kept per class.
-        """
-        cached = cls.__dict__.get("_forge_params")
-        if cached is None:
-            cached = super().get_params()
-            type.__setattr__(cls, "_forge_params", cached)
-        return list(cached)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

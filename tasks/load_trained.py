@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import luigi
 
-from tasks.base import _FreshInstances
+from tasks.base import CachedParams, _FreshInstances
 from tasks.config.resolve import format_overrides, parse_overrides
 from tasks.data.h5store import read_split
 from tasks.errors import (
@@ -203,7 +203,7 @@ def _concat(chunks: list[Any]) -> Any:
     return np.concatenate([np.asarray(c) for c in chunks])
 
 
-class LoadTrained(luigi.Task, metaclass=_FreshInstances):
+class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
     """A trained experiment, ready for inference — and the Luigi task that makes sure it exists.
 
     Make one from an experiment directory (or a unique prefix of one)::

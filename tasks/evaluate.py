@@ -14,6 +14,7 @@ from tasks.data.h5store import BatchStream, read_split
 from tasks.errors import ConfigError
 from tasks.experiment import StoredExperiment
 from tasks.metrics import LOSS_METRIC
+from tasks.outputs import named_outputs, primary_output
 from tasks.registry import Entry, get_entry
 from tasks.train import Train
 
@@ -25,22 +26,12 @@ __all__ = ["Evaluate"]
 logger = logging.getLogger("forge")
 
 
-def _named_outputs(outputs: Any) -> dict[str, np.ndarray]:
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return {str(k): np.asarray(v) for k, v in outputs.items()}
-    if isinstance(outputs, tuple | list):
-        return {f"output_{i}": np.asarray(v) for i, v in enumerate(outputs)}
-    return {"output": np.asarray(outputs)}
-
-
 def _write_predictions(path: Path, outputs: Any, arrays: dict[str, np.ndarray]) -> None:
     import h5py
 
     with h5py.File(path, "w") as fh:
         group = fh.create_group("outputs")
-        for name, value in _named_outputs(outputs).items():
+        for name, value in named_outputs(outputs).items():
             group.create_dataset(name, data=value)
         targets = fh.create_group("targets")
         for name, value in arrays.items():
@@ -55,7 +46,7 @@ def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pred = np.argmax(_named_outputs(outputs)[next(iter(_named_outputs(outputs)))], axis=-1)
+    pred = np.argmax(np.asarray(primary_output(outputs)), axis=-1)
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (y.astype(np.int64), pred), 1)
     fig, ax = plt.subplots(figsize=(5, 4.5))

@@ -46,6 +46,7 @@ from tasks.errors import (
 from tasks.experiment import StoredExperiment, confined
 from tasks.layout import CONFIG_FILE, EVAL_DIR, METRICS_FILE, SUCCESS
 from tasks.metrics_log import read_metrics
+from tasks.outputs import concat_outputs
 from tasks.settings import forge
 from tasks.train import Train
 
@@ -187,20 +188,6 @@ def _checkpoint_name(value: str | int) -> str | int:
     if text.isdigit():
         return int(text)
     raise ConfigError(f"checkpoint must be 'best', 'last' or an epoch number, not {value!r}")
-
-
-def _concat(chunks: list[Any]) -> Any:
-    """Join per-batch outputs, keeping dict and tuple outputs structured."""
-    import numpy as np
-
-    if not chunks:
-        return np.zeros((0,))
-    first = chunks[0]
-    if isinstance(first, dict):
-        return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in first}
-    if isinstance(first, tuple | list):
-        return tuple(np.concatenate([np.asarray(c[i]) for c in chunks]) for i in range(len(first)))
-    return np.concatenate([np.asarray(c) for c in chunks])
 
 
 class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
@@ -530,7 +517,7 @@ class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
         model = self.model
         runner = getattr(self, "_runner", None)
         if runner is not None:
-            return _concat([runner(batch) for batch in batches])
+            return concat_outputs([runner(batch) for batch in batches])
         return self.experiment.backend.predict(model, batches, device, self.experiment.inputs)
 
     def _input_arrays(self, x: Any) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tasks.outputs import primary_output
 from tasks.registry import register_metric
 
 if TYPE_CHECKING:
@@ -19,22 +20,12 @@ __all__ = ["LOSS_METRIC", "accuracy", "mae", "mse"]
 LOSS_METRIC = "loss"
 
 
-def _primary(outputs: Any) -> np.ndarray:
-    import numpy as np
-
-    if isinstance(outputs, dict):
-        return np.asarray(next(iter(outputs.values())))
-    if isinstance(outputs, tuple | list):
-        return np.asarray(outputs[0])
-    return np.asarray(outputs)
-
-
 @register_metric("accuracy")
 def accuracy(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Share of rows whose arg-max output equals the label ``y``."""
     import numpy as np
 
-    pred = _primary(outputs)
+    pred = np.asarray(primary_output(outputs))
     return float(np.mean(np.argmax(pred, axis=-1) == batch["y"]))
 
 
@@ -43,7 +34,7 @@ def mse(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Mean squared error of the outputs against ``y``."""
     import numpy as np
 
-    pred = _primary(outputs).reshape(batch["y"].shape)
+    pred = np.asarray(primary_output(outputs)).reshape(batch["y"].shape)
     return float(np.mean((pred - batch["y"]) ** 2))
 
 
@@ -52,7 +43,7 @@ def mae(outputs: Any, batch: dict[str, np.ndarray]) -> float:
     """Mean absolute error of the outputs against ``y``."""
     import numpy as np
 
-    pred = _primary(outputs).reshape(batch["y"].shape)
+    pred = np.asarray(primary_output(outputs)).reshape(batch["y"].shape)
     return float(np.mean(np.abs(pred - batch["y"])))
 
 

@@ -35,6 +35,7 @@ from tasks.backends.base import (
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
+from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
 
 # TensorFlow reads its logging settings from the environment when it is imported, so they
@@ -68,14 +69,6 @@ def _tf_device(device: str) -> str:
         index = device.split(":", 1)[1] if ":" in device else "0"
         return f"/GPU:{index}"
     return "/CPU:0"
-
-
-def _primary(outputs: Any) -> Any:
-    if isinstance(outputs, dict):
-        return next(iter(outputs.values()))
-    if isinstance(outputs, tuple | list):
-        return outputs[0]
-    return outputs
 
 
 def _keras_loss(loss: str) -> keras.losses.Loss:
@@ -491,17 +484,6 @@ def _to_numpy(out: Any) -> Any:
     return keras.ops.convert_to_numpy(out)
 
 
-def _concat(chunks: list[Any]) -> Any:
-    if not chunks:
-        return np.zeros((0,))
-    first = chunks[0]
-    if isinstance(first, dict):
-        return {k: np.concatenate([c[k] for c in chunks]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(np.concatenate([c[i] for c in chunks]) for i in range(len(first)))
-    return np.concatenate(chunks)
-
-
 class TensorFlowBackend(Backend):
     """Keras 3 models on TensorFlow (``framework: tensorflow``)."""
 
@@ -591,7 +573,7 @@ class TensorFlowBackend(Backend):
             for raw in batches:
                 args = [tf.convert_to_tensor(raw[name]) for name in inputs]
                 chunks.append(_to_numpy(model(_model_input(args), training=False)))
-        return _concat(chunks)
+        return concat_outputs(chunks)
 
     def evaluate_objective(
         self, model: Any, objective: Entry, batches: Iterable[Mapping[str, np.ndarray]], device: str
@@ -600,7 +582,7 @@ class TensorFlowBackend(Backend):
         return _mean_over(batches, lambda batch: step(batch, training=False), _tf_device(device))
 
     def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
-        out = np.asarray(_primary(outputs))
+        out = np.asarray(primary_output(outputs))
         y = np.asarray(targets)
         if loss != "cross_entropy":
             out, y = out.reshape(y.shape).astype(np.float32), y.astype(np.float32)

@@ -28,6 +28,7 @@ from tasks.backends.base import (
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
+from tasks.outputs import concat_outputs, primary_output
 from tasks.provenance import package_versions
 from tasks.registry import Entry
 
@@ -41,21 +42,13 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def _primary(outputs: Any) -> torch.Tensor:
-    if isinstance(outputs, dict):
-        return next(iter(outputs.values()))
-    if isinstance(outputs, tuple | list):
-        return outputs[0]
-    return outputs
-
-
 def _scalar(value: Any) -> float:
     """An objective's logged value as a float, without keeping its autograd graph."""
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
-    out = _primary(outputs)
+    out = primary_output(outputs)
     if loss == "cross_entropy":
         return F.cross_entropy(out, y.long())
     return F.mse_loss(out.reshape(y.shape).float(), y.float())
@@ -154,7 +147,7 @@ class _TorchSession(TrainSession):
         loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
         named = {"loss": loss.detach()}
         if self.settings.loss == "cross_entropy":
-            pred = _primary(outputs).detach().argmax(dim=-1)
+            pred = primary_output(outputs).detach().argmax(dim=-1)
             named["accuracy"] = (pred == batch["y"]).float().mean()
         return loss, named
 
@@ -299,7 +292,7 @@ class TorchBackend(Backend):
             for raw in batches:
                 batch = _to_tensors({name: raw[name] for name in inputs}, device)
                 chunks.append(_to_numpy(model(*[batch[name] for name in inputs])))
-        return _concat(chunks)
+        return concat_outputs(chunks)
 
     def evaluate_objective(
         self, model: Any, objective: Entry, batches: Iterable[Mapping[str, np.ndarray]], device: str
@@ -318,7 +311,7 @@ class TorchBackend(Backend):
         return {k: v / max(rows, 1) for k, v in totals.items()}
 
     def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
-        out = torch.from_numpy(np.asarray(_primary(outputs)))
+        out = torch.from_numpy(np.asarray(primary_output(outputs)))
         return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
 
     def scalar_writer(self, logdir: Path) -> ScalarWriter:
@@ -368,14 +361,3 @@ def _to_numpy(out: Any) -> Any:
     if isinstance(out, tuple | list):
         return tuple(v.detach().cpu().numpy() for v in out)
     return out.detach().cpu().numpy()
-
-
-def _concat(chunks: list[Any]) -> Any:
-    if not chunks:
-        return np.zeros((0,))
-    first = chunks[0]
-    if isinstance(first, dict):
-        return {k: np.concatenate([c[k] for c in chunks]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(np.concatenate([c[i] for c in chunks]) for i in range(len(first)))
-    return np.concatenate(chunks)

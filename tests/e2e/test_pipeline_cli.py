@@ -352,3 +352,38 @@ def test_python_api_builds_the_same_experiment(tmp_path: Path) -> None:
     assert cli.returncode == 0 and cli.ran == []
     shutil.rmtree(results)
     assert not task.complete()
+
+
+def test_run_record_keeps_the_git_state_of_a_dirty_work_tree(tmp_path: Path) -> None:
+    """run.json names the commit and the dirty flag; the uncommitted diff is saved beside it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    notes = project / "notes.txt"
+    notes.write_text("first\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    notes.write_text("first\nan uncommitted idea\n")
+
+    results = tmp_path / "results"
+    result = run_luigi(
+        "Train",
+        "--data-config",
+        MOONS,
+        "--model-config",
+        MODEL_CONFIGS["torch"],
+        "--overrides",
+        "train.epochs=1",
+        results_dir=results,
+        cwd=project,
+        env={"LUIGI_CONFIG_PATH": str(REPO / "luigi.cfg")},
+    )
+    assert result.returncode == 0, result.output
+    (exp,) = experiment_dirs(results)
+    run = json.loads((exp / "run.json").read_text())
+    assert run["git"]["commit"] == head and run["git"]["dirty"] is True
+    assert "+an uncommitted idea" in (exp / run["git"]["diff_file"]).read_text()

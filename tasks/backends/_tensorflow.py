@@ -30,6 +30,7 @@ from tasks.backends.base import (
     TrainSession,
     TrainSettings,
     call_builder,
+    checked_objective_result,
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
@@ -219,13 +220,9 @@ class _ObjectiveStep(keras.layers.Layer):
         self.built = True  # the wrapped model is built; this layer has no weights of its own
 
     def call(self, batch: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
-        result = self.objective.func(model=self.model, batch=batch)
-        if not isinstance(result, Mapping) or "loss" not in result:
-            raise ConfigError(
-                f"objective {self.objective.name!r} ({self.objective.qualname}) must return a "
-                f"dict with a 'loss' entry, not {type(result).__name__}"
-            )
-        return dict(result)
+        return checked_objective_result(
+            self.objective, self.objective.func(model=self.model, batch=batch)
+        )
 
 
 def _mean_over(

@@ -23,6 +23,7 @@ from tasks.backends.base import (
     TrainSession,
     TrainSettings,
     call_builder,
+    checked_objective_result,
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
@@ -140,7 +141,8 @@ class _TorchSession(TrainSession):
         """
         objective = self.settings.objective
         if objective is not None:
-            result = objective.func(model=self.model, batch=batch)
+            raw = objective.func(model=self.model, batch=batch)
+            result = checked_objective_result(objective, raw)
             loss = result["loss"]
             return loss, {k: torch.as_tensor(v).detach() for k, v in result.items()}
         outputs = self.model(*[batch[name] for name in self.settings.inputs])
@@ -304,7 +306,9 @@ class TorchBackend(Backend):
         with torch.no_grad():
             for raw in batches:
                 n = len(next(iter(raw.values())))
-                result = objective.func(model=model, batch=_to_tensors(raw, device))
+                result = checked_objective_result(
+                    objective, objective.func(model=model, batch=_to_tensors(raw, device))
+                )
                 for key, value in result.items():
                     totals[key] = totals.get(key, 0.0) + _scalar(value) * n
                 rows += n

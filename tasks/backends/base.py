@@ -29,6 +29,7 @@ __all__ = [
     "TrainSession",
     "TrainSettings",
     "call_builder",
+    "checked_objective_result",
     "input_shapes",
 ]
 
@@ -86,6 +87,20 @@ def call_builder(
             f"{type(model).__name__}, not a {expected_name}"
         )
     return model
+
+
+def checked_objective_result(objective: Entry, result: Any) -> dict[str, Any]:
+    """What an objective returned, checked to be a mapping with a ``loss`` entry.
+
+    Raises:
+        ConfigError: it is not; the message names the objective's function.
+    """
+    if not isinstance(result, Mapping) or "loss" not in result:
+        raise ConfigError(
+            f"objective {objective.name!r} ({objective.qualname}) must return a "
+            f"dict with a 'loss' entry, not {type(result).__name__}"
+        )
+    return dict(result)
 
 
 class ScalarWriter(ABC):

@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._configs import REPO, subprocess_env
+from benchmarks._train_loop import BATCH, OPTIMIZER, PARAMS, ROWS, forge_fit_seconds, settings_for
 from benchmarks.harness import Target, interleaved, not_available, row, timed
 
 __all__ = ["run"]
 
 NAME = "train loop, tensorflow"
-ROWS = 20_000
-BATCH = 128
-PARAMS = {"hidden": [256, 256], "dropout": 0.0}
-OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0}
 TARGET = Target("<=", 1.05)
 
 
@@ -44,8 +41,6 @@ def _child(quick: bool) -> list[dict[str, Any]]:
     import tensorflow as tf
 
     from benchmarks._data import make_arrays, write_data_h5
-    from tasks.backends.base import TrainSettings
-    from tasks.data.h5store import BatchStream
     from tasks.registry import get_entry
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -60,16 +55,7 @@ def _child(quick: bool) -> list[dict[str, Any]]:
         arrays = make_arrays(ROWS)
         meta = write_data_h5(path, arrays)
         initial = backend.build(entry, PARAMS, meta, seed=0).get_weights()
-        settings = TrainSettings(
-            epochs=epochs,
-            batch_size=BATCH,
-            optimizer=OPTIMIZER,
-            loss="cross_entropy",
-            seed=0,
-            device="cpu",
-            objective=None,
-            meta=meta,
-        )
+        settings = settings_for(meta, epochs)
 
         def fresh() -> Any:
             model = backend.build(entry, PARAMS, meta, seed=0)
@@ -77,14 +63,7 @@ def _child(quick: bool) -> list[dict[str, Any]]:
             return model
 
         def forge_side() -> float:
-            model = fresh()
-
-            def work() -> None:
-                stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
-                session = backend.session(model, settings)
-                session.fit(stream, None, 0, lambda epoch, logs: None)
-
-            return timed(work)
+            return forge_fit_seconds(backend, fresh(), path, settings)
 
         def bare_fit() -> float:
             model = fresh()

@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._data import make_arrays, write_data_h5
+from benchmarks._train_loop import BATCH, OPTIMIZER, PARAMS, ROWS, forge_fit_seconds, settings_for
 from benchmarks.harness import Target, interleaved, row, timed
 
 __all__ = ["run"]
 
-ROWS = 20_000
-BATCH = 128
-PARAMS = {"hidden": [256, 256], "dropout": 0.0}
-OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0}
 TARGET = Target("<=", 1.03)
 
 
@@ -31,8 +28,6 @@ def run(quick: bool) -> list[dict[str, Any]]:
     import torch.nn.functional as F
 
     from tasks.backends import get_backend
-    from tasks.backends.base import TrainSettings
-    from tasks.data.h5store import BatchStream
     from tasks.registry import get_entry
 
     torch.set_num_threads(1)
@@ -46,16 +41,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         initial = {
             k: v.clone() for k, v in backend.build(entry, PARAMS, meta, seed=0).state_dict().items()
         }
-        settings = TrainSettings(
-            epochs=epochs,
-            batch_size=BATCH,
-            optimizer=OPTIMIZER,
-            loss="cross_entropy",
-            seed=0,
-            device="cpu",
-            objective=None,
-            meta=meta,
-        )
+        settings = settings_for(meta, epochs)
         x_all = torch.from_numpy(arrays["x"])
         y_all = torch.from_numpy(arrays["y"])
 
@@ -65,14 +51,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             return model
 
         def forge_side() -> float:
-            model = fresh()
-
-            def work() -> None:
-                stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
-                session = backend.session(model, settings)
-                session.fit(stream, None, 0, lambda epoch, logs: None)
-
-            return timed(work)
+            return forge_fit_seconds(backend, fresh(), path, settings)
 
         def hand_written() -> float:
             model = fresh()

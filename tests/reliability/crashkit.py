@@ -169,6 +169,16 @@ def experiment_dir(results_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+def checkpoint_committed(results_dir: Path, epoch: int) -> Callable[[], bool]:
+    """A ``wait_until`` condition: the experiment's checkpoint of ``epoch`` is committed."""
+
+    def condition() -> bool:
+        exp = experiment_dir(results_dir)
+        return exp is not None and (exp / "checkpoints" / f"epoch-{epoch:04d}.json").exists()
+
+    return condition
+
+
 def experiment_dirs(results_dir: Path) -> list[Path]:
     """Every Train directory under ``results_dir``."""
     return sorted(p.parent for p in results_dir.glob("*/*/*/.digest"))

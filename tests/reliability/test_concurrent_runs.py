@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from crashkit import (
     check_checkpoints_load,
+    checkpoint_committed,
     experiment_dir,
     load_weights_file,
     lock_is_free,
@@ -69,11 +70,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path: Path) -> None:
     args = train_args("torch", "train.epochs=40 train.batch_size=8")
     running = start_luigi("Train", args, results, tmp_path / "a.log")
 
-    def training() -> bool:
-        exp = experiment_dir(results)
-        return exp is not None and (exp / "checkpoints" / "epoch-0001.json").exists()
-
-    assert wait_until(training, running.proc), running.output()
+    assert wait_until(checkpoint_committed(results, 1), running.proc), running.output()
     exp = experiment_dir(results)
     assert exp is not None
     assert not lock_is_free(exp / ".lock"), "a running Train must hold its lock"

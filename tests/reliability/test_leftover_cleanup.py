@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from crashkit import experiment_dir, run_luigi_to_end, start_luigi, train_args, wait_until
+from crashkit import (
+    checkpoint_committed,
+    experiment_dir,
+    run_luigi_to_end,
+    start_luigi,
+    train_args,
+    wait_until,
+)
 
 # A pid above the kernel's maximum (2**22) belongs to no process, now or later.
 DEAD = "4194999"
@@ -18,11 +25,7 @@ def test_rerun_removes_dead_temporaries_but_keeps_user_files(tmp_path: Path) -> 
     args = train_args("torch", "train.epochs=3 train.batch_size=16")
     running = start_luigi("Train", args, results, tmp_path / "first.log")
 
-    def claimed() -> bool:
-        exp = experiment_dir(results)
-        return exp is not None and (exp / "checkpoints" / "epoch-0001.json").exists()
-
-    assert wait_until(claimed, running.proc), running.output()
+    assert wait_until(checkpoint_committed(results, 1), running.proc), running.output()
     running.kill()
     exp = experiment_dir(results)
     assert exp is not None

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from crashkit import (
     check_checkpoints_load,
+    checkpoint_committed,
     committed_epochs,
     experiment_dir,
     run_luigi_to_end,
@@ -57,11 +58,7 @@ def test_failed_checkpoint_write_is_a_clear_storage_error(framework: str, tmp_pa
     args = train_args(framework, f"train.epochs={EPOCHS} train.batch_size=8")
     running = start_luigi("Train", args, results, tmp_path / "first.log")
 
-    def two_committed() -> bool:
-        exp = experiment_dir(results)
-        return exp is not None and (exp / "checkpoints" / "epoch-0002.json").exists()
-
-    assert wait_until(two_committed, running.proc), running.output()
+    assert wait_until(checkpoint_committed(results, 2), running.proc), running.output()
     running.kill()
     exp = experiment_dir(results)
     assert exp is not None

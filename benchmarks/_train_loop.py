@@ -1,0 +1,50 @@
+"""What the two train-loop benchmarks share: the workload and Forge's side of it.
+
+Both time a backend's ``TrainSession.fit`` fed by a :class:`BatchStream` from a real
+``data.h5`` against the framework's own minimal loop over the same rows in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.harness import timed
+
+if TYPE_CHECKING:
+    from tasks.backends.base import Backend, TrainSettings
+    from tasks.data.h5store import DataMeta
+
+__all__ = ["BATCH", "OPTIMIZER", "PARAMS", "ROWS", "forge_fit_seconds", "settings_for"]
+
+ROWS = 20_000
+BATCH = 128
+PARAMS = {"hidden": [256, 256], "dropout": 0.0}
+OPTIMIZER = {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0}
+
+
+def settings_for(meta: DataMeta, epochs: int) -> TrainSettings:
+    """Train settings of the workload: Adam, cross-entropy, seed 0, CPU."""
+    from tasks.backends.base import TrainSettings
+
+    return TrainSettings(
+        epochs=epochs,
+        batch_size=BATCH,
+        optimizer=OPTIMIZER,
+        loss="cross_entropy",
+        seed=0,
+        device="cpu",
+        objective=None,
+        meta=meta,
+    )
+
+
+def forge_fit_seconds(backend: Backend, model: Any, path: Path, settings: TrainSettings) -> float:
+    """Seconds for Forge's session to train ``model`` from a freshly opened stream."""
+    from tasks.data.h5store import BatchStream
+
+    def work() -> None:
+        stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
+        backend.session(model, settings).fit(stream, None, 0, lambda epoch, logs: None)
+
+    return timed(work)

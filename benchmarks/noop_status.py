@@ -73,7 +73,8 @@ class _AllEvaluates(luigi.WrapperTask):
 
 def _synthesize(configs: dict[str, str], results: Path, n: int) -> None:
     from tasks.base import resolve_spec
-    from tasks.layout import SUCCESS, claim_dir
+    from tasks.store.names import SUCCESS
+from tasks.store.layout import claim_dir
 
     for i in range(n):
         spec = resolve_spec(LEVELS, dict(configs), f"train.seed={i}", results)

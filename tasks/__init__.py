@@ -1,28 +1,38 @@
 """Forge: config-driven Luigi tasks for machine-learning experiments.
 
 The pipeline ``PrepareData → BuildModel → Train → Evaluate`` turns data, model, train and
-eval configs into one self-describing directory per experiment. Users extend it with the
-``register_*`` decorators. Importing this package imports neither torch nor TensorFlow.
+eval configs into one self-describing directory per experiment; :class:`LoadTrained`
+reads one back. Users extend it with the ``register_*`` decorators; builders receive a
+:class:`DataMeta`. Importing this package imports neither torch nor TensorFlow and
+changes nothing global (the entry points ``pipelines`` and ``forge`` do that).
+
+This ``__all__`` is the public API; modules named with a leading underscore, and names
+not listed here, are internal.
 """
 
 from __future__ import annotations
 
 from tasks.build_model import BuildModel
+from tasks.data.h5store import DataMeta
 from tasks.errors import (
     AlreadyRunningError,
+    AmbiguousExperimentError,
     BackendUnavailableError,
+    CodeDriftWarning,
     ConfigError,
     CorruptArtifactError,
     DataError,
     ExperimentError,
     ExperimentNotFoundError,
     ForgeError,
+    ForgeWarning,
     RegistryError,
     StorageError,
     SweepError,
 )
 from tasks.evaluate import Evaluate
-from tasks.load_trained import CodeDriftWarning, ExportFallbackWarning, LoadTrained
+from tasks.experiment import Evaluation, Experiment
+from tasks.load_trained import LoadTrained
 from tasks.prepare_data import PrepareData
 from tasks.registry import register_dataset, register_metric, register_model, register_objective
 from tasks.sweep import Sweep
@@ -30,17 +40,21 @@ from tasks.train import Train
 
 __all__ = [
     "AlreadyRunningError",
+    "AmbiguousExperimentError",
     "BackendUnavailableError",
     "BuildModel",
     "CodeDriftWarning",
     "ConfigError",
     "CorruptArtifactError",
     "DataError",
+    "DataMeta",
     "Evaluate",
+    "Evaluation",
+    "Experiment",
     "ExperimentError",
     "ExperimentNotFoundError",
-    "ExportFallbackWarning",
     "ForgeError",
+    "ForgeWarning",
     "LoadTrained",
     "PrepareData",
     "RegistryError",

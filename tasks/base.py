@@ -7,14 +7,9 @@ directory, written last: a step that crashed half-way never looks complete.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
-import importlib.util
 import logging
 import os
-import time
-from collections.abc import Iterator
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,9 +17,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task_register import Register
 
-from tasks import cli_logging
-from tasks.atomic import atomic_write_text, clean_leftovers, storage_errors
-from tasks.cli.index import note_completed
+from tasks.backends import installed
 from tasks.config.resolve import (
     Overrides,
     Resolved,
@@ -33,23 +26,28 @@ from tasks.config.resolve import (
     resolve_section,
 )
 from tasks.errors import AlreadyRunningError, BackendUnavailableError
-from tasks.layout import EVAL_DIR, SUCCESS, child_dir, claim_dir
-from tasks.settings import ensure_retcodes, forge
+from tasks.settings import forge
+from tasks.stages import sections_upto, stage
+from tasks.store.atomic import atomic_write_text, clean_leftovers, storage_errors
+from tasks.store.index import note_completed
+from tasks.store.layout import child_dir, claim_dir
+from tasks.store.lock import FolderLock
+from tasks.store.names import DIGEST_FILE, SUCCESS
 
 __all__ = [
     "CachedParams",
     "DataParams",
     "EvalParams",
     "ForgeTask",
+    "FreshInstances",
     "ModelParams",
     "Spec",
     "TrainParams",
+    "file_key",
+    "resolve_spec",
 ]
 
 logger = logging.getLogger("forge")
-
-cli_logging.install()
-ensure_retcodes()
 
 
 @dataclass(frozen=True)
@@ -63,11 +61,11 @@ class Spec:
         return self.sections[section]
 
 
-_LEVELS = ("data", "model", "train", "eval")
 _resolve_cache: dict[tuple[Any, ...], Resolved] = {}
 
 
-def _file_key(path: str | None) -> tuple[Any, ...]:
+def file_key(path: str | None) -> tuple[Any, ...]:
+    """What identifies a config file's current content cheaply: path, mtime, size, inode."""
     if not path:
         return (None,)
     try:
@@ -79,16 +77,10 @@ def _file_key(path: str | None) -> tuple[Any, ...]:
 
 def _resolve_cached(section: str, path: str | None, overrides: Overrides) -> Resolved:
     assignments = overrides.get(section, {})
-    key = (section, _file_key(path), repr(sorted(assignments.items())))
+    key = (section, file_key(path), repr(sorted(assignments.items())))
     if key not in _resolve_cache:
         _resolve_cache[key] = resolve_section(section, path, assignments)
     return _resolve_cache[key]
-
-
-@functools.cache
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (asked once per process)."""
-    return importlib.util.find_spec(module) is not None
 
 
 def resolve_spec(
@@ -104,7 +96,7 @@ def resolve_spec(
     sections = {level: _resolve_cached(level, paths.get(level), overrides) for level in levels}
     if "model" in sections:
         framework = sections["model"].config["framework"]
-        if not _installed("tensorflow" if framework == "tensorflow" else "torch"):
+        if not installed(framework):
             raise BackendUnavailableError(
                 f"model config {sections['model'].source} asks for framework {framework!r}, "
                 f"which is not installed; install it with `pip install -e .[{framework}]`"
@@ -113,14 +105,15 @@ def resolve_spec(
     parent = results_dir
     for level in levels:
         resolved = sections[level]
-        if level == "eval":
-            parent = parent / EVAL_DIR
+        subdir = stage(level).subdir
+        if subdir:
+            parent = parent / subdir
         parent = child_dir(parent, resolved.name, resolved.digest)
         dirs[level] = parent
     return Spec(sections, dirs)
 
 
-class _FreshInstances(Register):
+class FreshInstances(Register):
     """Forge tasks resolve file *contents* when constructed. Luigi's instance cache keys on
     parameter strings only, so it would hand back an instance resolved from an older
     version of a config edited since (e.g. in a notebook). Build a fresh instance instead;
@@ -180,7 +173,7 @@ class EvalParams(TrainParams):
     )
 
 
-class ForgeTask(CachedParams, luigi.Task, metaclass=_FreshInstances):
+class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
     """Base of the pipeline steps: resolves configs on construction, commits with a marker."""
 
     level: ClassVar[str]
@@ -190,8 +183,8 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=_FreshInstances):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        levels = _LEVELS[: _LEVELS.index(self.level) + 1]
-        paths = {level: getattr(self, f"{level}_config", None) for level in levels}
+        levels = sections_upto(self.level)
+        paths = {level: getattr(self, stage(level).config_param, None) for level in levels}
         self.spec = resolve_spec(levels, paths, self.overrides, self.results_root)
 
     @property
@@ -212,58 +205,65 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=_FreshInstances):
         Passing only the relevant overrides in canonical form gives every consumer of a
         shared upstream step the same Luigi task id, so it is scheduled once.
         """
-        levels = _LEVELS[: _LEVELS.index(level) + 1]
+        levels = sections_upto(level)
         kwargs: dict[str, Any] = {"results_dir": self.results_dir}
         for lv in levels:
-            kwargs[f"{lv}_config"] = getattr(self, f"{lv}_config")
+            param = stage(lv).config_param
+            kwargs[param] = getattr(self, param)
         kwargs["overrides"] = format_overrides(parse_overrides(self.overrides), levels)
         return kwargs
 
     def run(self) -> None:
         directory = self.directory
+        digest = self.spec[self.level].digest
         with storage_errors(str(directory)):
-            claim_dir(directory, self.spec[self.level].digest)
-        with self._lock(directory):
+            claim_dir(directory, digest)
+        lock = FolderLock.of(directory)
+        with lock.hold(
+            float(forge().lock_timeout),
+            busy=lambda: AlreadyRunningError(
+                f"{self.task_family} for {directory} is already running in another process; "
+                "wait for it to finish or stop it"
+            ),
+            on_wait=lambda: logger.warning(
+                "%s is already running in another process; waiting for it", directory
+            ),
+        ):
             if self.complete():
                 logger.info("%s was completed by another process meanwhile", self)
                 return
+            with storage_errors(str(directory)):
+                claim_dir(directory, digest)  # a failed run before us may have removed it
             clean_leftovers(directory)
-            self.produce(directory)
-            atomic_write_text(directory / SUCCESS, "")
-            note_completed(self.results_root, directory)  # refresh `forge ls`'s index; never raises
+            try:
+                self.produce(directory)
+                atomic_write_text(directory / SUCCESS, "")
+            except BaseException:
+                if not self.resumable(directory):
+                    _discard(directory)
+                raise
+        note_completed(self.results_root, directory)  # refresh `forge ls`'s index; never raises
 
     def produce(self, directory: Path) -> None:
         """Write this step's files into ``directory`` (the marker is written afterwards)."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def _lock(self, directory: Path) -> Iterator[None]:
-        """Hold an exclusive lock on ``directory`` for this step.
+    def resumable(self, directory: Path) -> bool:
+        """Whether a failed run left progress worth keeping in ``directory`` (Train: a
+        committed checkpoint). A step without any is removed, so a failure leaves no
+        folder behind."""
+        return False
 
-        ``flock`` locks vanish with the process that held them, so a killed run never
-        leaves a stale lock behind.
-        """
-        with storage_errors(str(directory / ".lock")):
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + float(forge().lock_timeout)
-            announced = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise AlreadyRunningError(
-                            f"{self.task_family} for {directory} is already running in another "
-                            "process; wait for it to finish or stop it"
-                        ) from None
-                    if not announced:
-                        logger.warning(
-                            "%s is already running in another process; waiting for it", directory
-                        )
-                        announced = True
-                    time.sleep(0.5)
-            yield
-        finally:
-            os.close(fd)
+
+def _discard(directory: Path) -> None:
+    """Remove the folder of a step that failed and has nothing to resume from.
+
+    Only a folder that holds no other step's folder (one with its own ``.digest``, directly
+    or under ``eval/``) is removed: a failed rerun never takes downstream work with it.
+    """
+    try:
+        if any(directory.glob(f"*/{DIGEST_FILE}")) or any(directory.glob(f"*/*/{DIGEST_FILE}")):
+            return
+        shutil.rmtree(directory)
+    except OSError as err:  # never mask the step's own error
+        logger.debug("could not remove %s after its step failed: %s", directory, err)

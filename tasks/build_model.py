@@ -2,45 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from tasks.atomic import atomic_path, atomic_write_text
 from tasks.backends import get_backend
 from tasks.base import ForgeTask, ModelParams
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import DataMeta, read_meta
 from tasks.errors import ConfigError
-from tasks.layout import DATA_FILE
 from tasks.prepare_data import PrepareData
 from tasks.registry import get_entry
+from tasks.store.atomic import atomic_path, atomic_write_text
+from tasks.store.names import (
+    DATA_FILE,
+    INITIAL_WEIGHTS,
+    MODEL_CONFIG_FILE,
+    MODEL_SUMMARY_FILE,
+)
+from tasks.store.records import write_json
 
-__all__ = ["BuildModel", "INITIAL_WEIGHTS", "MODEL_CONFIG_FILE"]
+__all__ = ["BuildModel"]
 
 logger = logging.getLogger("forge")
-
-MODEL_CONFIG_FILE = "model.yaml"
-INITIAL_WEIGHTS = "initial"
-
-
-def _parameter_count(model: Any) -> int | None:
-    if hasattr(model, "parameters"):
-        return int(sum(p.numel() for p in model.parameters()))
-    if hasattr(model, "count_params"):
-        return int(model.count_params())
-    return None
-
-
-def _architecture(model: Any) -> str:
-    """A readable layer listing: Keras' ``summary()`` table, else ``str(model)`` (torch)."""
-    if callable(getattr(model, "summary", None)):
-        lines: list[str] = []
-        model.summary(print_fn=lambda text, **_: lines.append(text))
-        return "\n".join(lines)
-    return str(model)
 
 
 class BuildModel(ModelParams, ForgeTask):
@@ -91,6 +75,7 @@ class BuildModel(ModelParams, ForgeTask):
         with atomic_path(directory / (INITIAL_WEIGHTS + backend.weights_suffix)) as tmp:
             backend.save_weights(model, tmp)
         atomic_write_text(directory / MODEL_CONFIG_FILE, dump_yaml(resolved))
+        parameters, architecture = backend.describe(model)
         summary = {
             "framework": backend.name,
             "builder": {
@@ -98,10 +83,10 @@ class BuildModel(ModelParams, ForgeTask):
                 "qualname": entry.qualname,
                 "fingerprint": entry.fingerprint(),
             },
-            "parameters": _parameter_count(model),
-            "architecture": _architecture(model),
+            "parameters": parameters,
+            "architecture": architecture,
         }
-        atomic_write_text(directory / "model.json", json.dumps(summary, indent=2) + "\n")
+        write_json(directory / MODEL_SUMMARY_FILE, summary)
         logger.info(
             "built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"]
         )

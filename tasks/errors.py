@@ -10,23 +10,32 @@ them all at once and the command line can print them as one clean line::
      ├── BackendUnavailableError  the framework a model config asks for is not installed
      ├── ExperimentError          something about a stored experiment is wrong
      │    ├── ExperimentNotFoundError   no finished experiment at that path / for those configs
+     │    │    └── AmbiguousExperimentError   a prefix names several experiments
      │    └── CorruptArtifactError      a weight / checkpoint / export file is truncated or unsafe
      ├── StorageError             writing results failed (disk full, I/O error, read-only dir)
      ├── SweepError               experiments of a sweep failed (the others still ran)
      └── AlreadyRunningError      another process is running the same step right now
+
+and the warnings users may filter::
+
+    ForgeWarning (UserWarning)
+     └── CodeDriftWarning         the code of a stored experiment changed since training
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AlreadyRunningError",
+    "AmbiguousExperimentError",
     "BackendUnavailableError",
+    "CodeDriftWarning",
     "ConfigError",
     "CorruptArtifactError",
     "DataError",
     "ExperimentError",
     "ExperimentNotFoundError",
     "ForgeError",
+    "ForgeWarning",
     "RegistryError",
     "StorageError",
     "SweepError",
@@ -64,6 +73,10 @@ class ExperimentNotFoundError(ExperimentError):
     """No finished experiment exists at a path or for a set of configs."""
 
 
+class AmbiguousExperimentError(ExperimentNotFoundError):
+    """A prefix names several experiments; the message lists them."""
+
+
 class CorruptArtifactError(ExperimentError):
     """A stored artifact (weights, checkpoint, export) is truncated, tampered with or unsafe."""
 
@@ -78,3 +91,11 @@ class SweepError(ForgeError):
 
 class AlreadyRunningError(ForgeError):
     """Another process holds the lock of the same experiment step."""
+
+
+class ForgeWarning(UserWarning):
+    """Root of the warnings Forge issues, so users can filter them all at once."""
+
+
+class CodeDriftWarning(ForgeWarning):
+    """The loader, builder or objective source changed since the experiment was trained."""

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.atomic import atomic_path, atomic_write_text
 from tasks.base import EvalParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, read_split
 from tasks.errors import ConfigError
-from tasks.experiment import StoredExperiment
+from tasks.experiment import Experiment
 from tasks.metrics import LOSS_METRIC
 from tasks.outputs import named_outputs, primary_output
 from tasks.registry import Entry, get_entry
+from tasks.store.atomic import atomic_path, atomic_write_text
+from tasks.store.names import (
+    CONFUSION_PNG,
+    EVAL_CONFIG_FILE,
+    EVAL_METRICS_FILE,
+    PREDICTIONS_FILE,
+)
+from tasks.store.records import write_json
 from tasks.train import Train
 
 if TYPE_CHECKING:
@@ -76,7 +82,7 @@ class Evaluate(EvalParams, ForgeTask):
 
     def produce(self, directory: Path) -> None:
         cfg = self.spec["eval"].config
-        experiment = StoredExperiment(self.spec.dirs["train"])
+        experiment = Experiment(self.spec.dirs["train"])
         backend = experiment.backend
         model = experiment.build_model(cfg["checkpoint"])
         device = backend.resolve_device(experiment.config["train"]["device"])
@@ -107,13 +113,13 @@ class Evaluate(EvalParams, ForgeTask):
             "metrics": metrics,
             "code": code,
         }
-        atomic_write_text(directory / "metrics.json", json.dumps(record, indent=2) + "\n")
-        atomic_write_text(directory / "eval.yaml", dump_yaml(cfg))
-        with atomic_path(directory / "predictions.h5") as tmp:
+        write_json(directory / EVAL_METRICS_FILE, record)
+        atomic_write_text(directory / EVAL_CONFIG_FILE, dump_yaml(cfg))
+        with atomic_path(directory / PREDICTIONS_FILE) as tmp:
             _write_predictions(tmp, outputs, arrays)
         num_classes = experiment.meta.num_classes
         if num_classes and "y" in arrays:
-            with atomic_path(directory / "confusion_matrix.png") as tmp:
+            with atomic_path(directory / CONFUSION_PNG) as tmp:
                 _plot_confusion(tmp, outputs, arrays["y"], num_classes)
         logger.info("evaluation on %s: %s", cfg["split"], metrics)
 

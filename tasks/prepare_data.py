@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from tasks.atomic import atomic_path, atomic_write_text
 from tasks.base import DataParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import write_splits
-from tasks.layout import DATA_FILE, META_FILE
 from tasks.registry import get_entry
+from tasks.store.atomic import atomic_path, atomic_write_text
+from tasks.store.names import DATA_CONFIG_FILE, DATA_FILE, META_FILE
+from tasks.store.records import write_json
 
-__all__ = ["DATA_CONFIG_FILE", "PrepareData"]
+__all__ = ["PrepareData"]
 
 logger = logging.getLogger("forge")
-
-DATA_CONFIG_FILE = "data.yaml"
 
 
 class PrepareData(DataParams, ForgeTask):
@@ -49,5 +47,5 @@ class PrepareData(DataParams, ForgeTask):
                 "fingerprint": entry.fingerprint(),
             },
         }
-        atomic_write_text(directory / META_FILE, json.dumps(record, indent=2) + "\n")
+        write_json(directory / META_FILE, record)
         logger.info("wrote %s: %s rows", directory / DATA_FILE, meta.rows)

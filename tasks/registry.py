@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from tasks.backends import BUILTIN_MODEL_MODULES, FRAMEWORKS
 from tasks.errors import ConfigError, RegistryError
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 Kind = Literal["dataset", "model", "objective", "metric"]
-FRAMEWORKS = ("torch", "tensorflow")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Arguments Forge fills in itself; they are not user parameters.
@@ -44,12 +44,7 @@ _RESERVED: dict[str, frozenset[str]] = {
     "metric": frozenset({"outputs", "batch"}),
 }
 
-_BUILTIN_MODULES = (
-    "tasks.data.loaders",
-    "tasks.backends.torch_models",
-    "tasks.backends.tf_models",
-    "tasks.metrics",
-)
+_BUILTIN_MODULES = ("tasks.data.loaders", *BUILTIN_MODEL_MODULES, "tasks.metrics")
 
 
 @dataclass(frozen=True)

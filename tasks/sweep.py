@@ -27,7 +27,6 @@ so frameworks are first imported inside the forked shard process that trains.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -40,24 +39,25 @@ from typing import Any
 
 import luigi
 
-from tasks.atomic import atomic_write_text, storage_errors
-from tasks.base import ForgeTask, Spec, _file_key, _FreshInstances, resolve_spec
+from tasks.base import ForgeTask, FreshInstances, Spec, file_key, resolve_spec
 from tasks.config.resolve import digest_of
 from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
 from tasks.errors import ConfigError, ForgeError, SweepError
 from tasks.evaluate import Evaluate
-from tasks.layout import SUCCESS
 from tasks.settings import forge
+from tasks.stages import SECTIONS
+from tasks.store.atomic import atomic_write_text, storage_errors
+from tasks.store.lock import FolderLock
+from tasks.store.names import SUCCESS, SWEEPS_DIR
+from tasks.store.records import json_text
 from tasks.sweep_summary import build_rows, write_summary
 
-__all__ = ["MAX_AUTO_SHARDS", "SWEEPS_DIR", "Sweep", "SweepPlan", "SweepShard", "load_plan"]
+__all__ = ["MAX_AUTO_SHARDS", "Sweep", "SweepPlan", "SweepShard", "load_plan"]
 
 logger = logging.getLogger("forge")
 
-SWEEPS_DIR = "sweeps"
 SHARDS_DIR = "shards"
 MAX_AUTO_SHARDS = 64
-_LEVELS = ("data", "model", "train", "eval")
 
 
 @dataclass
@@ -93,7 +93,7 @@ class SweepPlan:
             "experiment": str(spec.dirs["train"].relative_to(self.results_root)),
             "eval_dir": spec.dirs["eval"],
             "framework": spec["model"].config["framework"],
-            "names": {level: spec[level].name for level in _LEVELS},
+            "names": {level: spec[level].name for level in SECTIONS},
             "values": dict(self.experiments[index].values),
         }
 
@@ -114,7 +114,7 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
         ConfigError: the sweep file or any experiment's configs or values are invalid.
     """
     path = Path(sweep_config)
-    key = (_file_key(sweep_config), str(results_root), os.getcwd())
+    key = (file_key(sweep_config), str(results_root), os.getcwd())
     cached = _plans.get(key)
     if cached is not None and cached.inputs == _input_keys(cached.experiments):
         return cached
@@ -124,12 +124,12 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
     for exp in experiments:
         paths = {"data": exp.data, "model": exp.model, "train": exp.train, "eval": exp.eval}
         try:
-            specs.append(resolve_spec(_LEVELS, paths, exp.overrides, results_root))
+            specs.append(resolve_spec(SECTIONS, paths, exp.overrides, results_root))
         except ForgeError as err:
             raise type(err)(
                 f"sweep config {path}: experiment with {exp.overrides or 'no overrides'}: {err}"
             ) from err
-    identity = [[spec[level].digest for level in _LEVELS] for spec in specs]
+    identity = [[spec[level].digest for level in SECTIONS] for spec in specs]
     plan = SweepPlan(
         source=path,
         name=_sweep_name(path, config.name),
@@ -145,20 +145,14 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
 
 def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
     files = sorted({p for e in experiments for p in (e.data, e.model, e.train, e.eval) if p})
-    return tuple(_file_key(p) for p in files)
+    return tuple(file_key(p) for p in files)
 
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialise summary writers of one sweep (across processes and hosts via flock)."""
-    with storage_errors(str(directory)):
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    """Serialise summary writers of one sweep (across processes and hosts)."""
+    with FolderLock.of(directory).hold():
         yield
-    finally:
-        os.close(fd)
 
 
 def _recorded_failures(plan: SweepPlan) -> dict[str, dict[str, str]]:
@@ -194,7 +188,7 @@ class SweepParams:
         return Path(self.results_dir or forge().results_dir)
 
 
-class SweepShard(SweepParams, luigi.Task, metaclass=_FreshInstances):
+class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run experiments ``index``, ``index + count``, … of a sweep, in this process."""
 
     index = luigi.IntParameter(description="Which shard (0-based).")
@@ -234,7 +228,7 @@ class SweepShard(SweepParams, luigi.Task, metaclass=_FreshInstances):
         shard_file = plan.directory / SHARDS_DIR / f"{self.index:04d}-of-{self.count:04d}.json"
         with storage_errors(str(shard_file)):
             shard_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(shard_file, json.dumps(record, indent=2) + "\n")
+            atomic_write_text(shard_file, json_text(record))
         if runner.failures or _recorded_failures(plan):
             write_plan_summary(plan)
         if runner.failures:
@@ -328,7 +322,7 @@ class _ShardRunner:
         return report
 
 
-class Sweep(SweepParams, luigi.Task, metaclass=_FreshInstances):
+class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run every experiment of a sweep config and write its summary."""
 
     shards = luigi.IntParameter(

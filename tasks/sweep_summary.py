@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import atomic_write_text
-from tasks.layout import SUCCESS
+from tasks.store.atomic import atomic_write_text
+from tasks.store.names import SUCCESS
+from tasks.store.records import EvalRecord, json_text
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "SUMMARY_TXT", "format_table", "write_summary"]
 
@@ -26,12 +27,9 @@ _TABLE_WIDTH = 40
 
 
 def _metrics(eval_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((eval_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    split = record.get("split", "test")
-    return {f"{split}_{k}": v for k, v in sorted(record.get("metrics", {}).items())}
+    record = EvalRecord.read(eval_dir)
+    split = record.split or "test"
+    return {f"{split}_{k}": v for k, v in sorted(record.metrics.items())}
 
 
 def _text(value: Any) -> str:
@@ -95,9 +93,7 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
             {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in row.items()}
         )
     atomic_write_text(directory / SUMMARY_CSV, buffer.getvalue())
-    atomic_write_text(
-        directory / SUMMARY_JSON, json.dumps({**header, "experiments": rows}, indent=2) + "\n"
-    )
+    atomic_write_text(directory / SUMMARY_JSON, json_text({**header, "experiments": rows}))
     shown = [c for c in columns if c not in ("data", "model", "train", "eval", "error")]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "pending")}
     text = format_table(rows, shown)

@@ -7,7 +7,6 @@ can resume) and counts as complete only when ``_SUCCESS`` is written at the very
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -18,45 +17,39 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import atomic_path, atomic_write_text
 from tasks.backends import get_backend
 from tasks.backends.base import Backend, TrainSession, TrainSettings
 from tasks.base import ForgeTask, TrainParams
-from tasks.build_model import INITIAL_WEIGHTS, BuildModel
-from tasks.checkpoints import best_path, checkpoint_path, commit, committed, prune
+from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
 from tasks.errors import ConfigError
-from tasks.layout import CONFIG_FILE, DATA_FILE, METRICS_FILE, PARAMS_FILE, RUN_FILE
-from tasks.metrics_log import MetricsLog
 from tasks.provenance import git_state, package_versions, run_environment
-from tasks.registry import Entry, get_entry, names
+from tasks.registry import get_entry, names
 from tasks.settings import forge
+from tasks.stages import TRAIN_SECTIONS
+from tasks.store.atomic import atomic_path, atomic_write_text
+from tasks.store.checkpoints import best_path, checkpoint_path, commit, committed, prune
+from tasks.store.drift import code_fingerprints
+from tasks.store.metrics_log import MetricsLog
+from tasks.store.names import (
+    CONFIG_FILE,
+    DATA_FILE,
+    GIT_DIFF_FILE,
+    INITIAL_WEIGHTS,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    PARAMS_FILE,
+    RUNS_LOG,
+    TENSORBOARD_DIR,
+)
+from tasks.store.records import BestRecord, RunRecord, json_text, write_json
 
-__all__ = ["MODEL_DIR", "Train", "code_fingerprints"]
+__all__ = ["Train"]
 
 logger = logging.getLogger("forge")
-
-MODEL_DIR = "model"
-LOG_FILE = "train.log"
-RUNS_LOG = "runs.jsonl"
-TENSORBOARD_DIR = "tensorboard"
-
-
-def code_fingerprints(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Name, qualified name and source hash of the loader, builder and objective used."""
-    model = config["model"]
-    entries: dict[str, Entry] = {
-        "loader": get_entry("dataset", config["data"]["loader"]),
-        "builder": get_entry("model", model["builder"], model["framework"]),
-    }
-    if model.get("objective"):
-        entries["objective"] = get_entry("objective", model["objective"], model["framework"])
-    return {
-        role: {"name": e.name, "qualname": e.qualname, "fingerprint": e.fingerprint()}
-        for role, e in entries.items()
-    }
 
 
 @contextlib.contextmanager
@@ -86,7 +79,7 @@ def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
     line = {k: run.get(k) for k in ("status", "start", "end", "host")}
     line["pid"] = os.getpid()
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line) + "\n")
+        fh.write(json_text(line, indent=None))
 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:
@@ -132,7 +125,7 @@ class Train(TrainParams, ForgeTask):
         return BuildModel(**self.upstream_kwargs("model"))
 
     def resolved_config(self) -> dict[str, Any]:
-        return {level: self.spec[level].config for level in ("data", "model", "train")}
+        return {level: self.spec[level].config for level in TRAIN_SECTIONS}
 
     def run(self) -> None:
         self._check_objective(read_meta(self.spec.dirs["data"] / DATA_FILE))
@@ -156,6 +149,10 @@ class Train(TrainParams, ForgeTask):
             f"{', '.join(registered) or '(none)'}"
         )
 
+    def resumable(self, directory: Path) -> bool:
+        """A failed Train keeps its folder when a committed checkpoint can resume it."""
+        return bool(committed(directory))
+
     def produce(self, directory: Path) -> None:
         with _log_to(directory / LOG_FILE):
             self._write_inputs(directory)
@@ -174,12 +171,12 @@ class Train(TrainParams, ForgeTask):
     def _write_inputs(self, directory: Path) -> None:
         atomic_write_text(directory / CONFIG_FILE, dump_yaml(self.resolved_config()))
         params = {"task": self.task_family, **self.to_str_params()}
-        atomic_write_text(directory / PARAMS_FILE, json.dumps(params, indent=2) + "\n")
+        write_json(directory / PARAMS_FILE, params)
 
     def _start_record(self, directory: Path) -> dict[str, Any]:
         git, diff = git_state(Path.cwd())
         if diff:
-            atomic_write_text(directory / "git.diff", diff)
+            atomic_write_text(directory / GIT_DIFF_FILE, diff)
         framework = self.spec["model"].config["framework"]
         versions = package_versions(("luigi", "h5py", "numpy", "pyyaml"))
         run: dict[str, Any] = {
@@ -192,12 +189,12 @@ class Train(TrainParams, ForgeTask):
             "versions": versions,
             "seed": self.spec["train"].config["seed"],
             "device": None,
-            "git": {**git, "diff_file": "git.diff" if diff else None},
+            "git": {**git, "diff_file": GIT_DIFF_FILE if diff else None},
             "code": code_fingerprints(self.resolved_config()),
-            "digests": {level: self.spec[level].digest for level in ("data", "model", "train")},
+            "digests": {level: self.spec[level].digest for level in TRAIN_SECTIONS},
         }
         self._t0 = time.monotonic()
-        atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+        RunRecord.write(directory, run)
         _log_attempt(directory, run)
         return run
 
@@ -205,7 +202,7 @@ class Train(TrainParams, ForgeTask):
         run["end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - self._t0, 3)
         with contextlib.suppress(Exception):  # never mask the training error itself
-            atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+            RunRecord.write(directory, run)
             _log_attempt(directory, run)
 
     # -- training ----------------------------------------------------------------------
@@ -345,13 +342,9 @@ class Train(TrainParams, ForgeTask):
             source = best_path(directory, best, backend.weights_suffix)
             with atomic_path(directory / MODEL_DIR / f"best{backend.weights_suffix}") as tmp:
                 tmp.write_bytes(source.read_bytes())
-        best_record = {
-            "epoch": best,
-            "monitor": monitor,
-            "mode": mode,
-            "value": state["best_value"],
-        }
-        atomic_write_text(directory / MODEL_DIR / "best.json", json.dumps(best_record) + "\n")
+        BestRecord(epoch=best, monitor=monitor, mode=mode, value=state["best_value"]).write(
+            directory
+        )
 
     def _export(
         self,

@@ -1,118 +1,32 @@
-"""Shared fixtures: a temporary results directory, tiny configs, and the real luigi CLI."""
+"""Fixtures shared by every test: a temporary results directory, the real luigi CLI, and
+a fresh Luigi instance cache per test (as Luigi's own ``LuigiTestCase`` does)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from luigi.task_register import Register
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-
-FRAMEWORKS = [
-    pytest.param("torch", id="torch"),
-    pytest.param("tensorflow", id="tensorflow", marks=pytest.mark.tensorflow),
-]
-MODEL_CONFIGS = {
-    "torch": CONFIGS / "model" / "mlp_torch.yaml",
-    "tensorflow": CONFIGS / "model" / "mlp_tf.yaml",
-}
+from tests.support import CliResult, run_luigi
 
 
-@dataclass
-class CliResult:
-    """What a finished ``luigi`` command printed and returned."""
-
-    returncode: int
-    output: str
-
-    @property
-    def ran(self) -> list[str]:
-        """Task families Luigi reports as run in this invocation."""
-        return [
-            line.split(" running ", 1)[1].split("(")[0].strip()
-            for line in self.output.splitlines()
-            if ") running " in line and "Worker Worker(" in line
-        ]
-
-
-def luigi_command() -> list[str]:
-    """The ``luigi`` console script of the Python running the tests."""
-    script = Path(sys.executable).with_name("luigi")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "luigi"]
-
-
-def run_luigi(
-    task: str,
-    *args: str | os.PathLike[str],
-    results_dir: Path,
-    cwd: Path = REPO,
-    env: dict[str, str] | None = None,
-    timeout: float = 600,
-) -> CliResult:
-    """Run ``luigi --module pipelines TASK ... --local-scheduler`` in a subprocess."""
-    command = [
-        *luigi_command(),
-        "--module",
-        "pipelines",
-        task,
-        *[str(a) for a in args],
-        "--results-dir",
-        str(results_dir),
-        "--local-scheduler",
-    ]
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p
-    )
-    proc = subprocess.run(
-        command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
-    return CliResult(proc.returncode, proc.stdout + proc.stderr)
+@pytest.fixture(autouse=True)
+def _fresh_luigi_instances() -> Iterator[None]:
+    """Luigi caches task instances by parameters; a test must not see another's."""
+    Register.clear_instance_cache()
+    yield
+    Register.clear_instance_cache()
 
 
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     """An empty results directory for one test."""
-    path = tmp_path / "results"
-    return path
+    return tmp_path / "results"
 
 
 @pytest.fixture
 def luigi_cli() -> Callable[..., CliResult]:
     """Run the real luigi command: ``luigi_cli("Train", "--data-config", ..., results_dir=...)``."""
     return run_luigi
-
-
-def experiment_dirs(results_dir: Path) -> list[Path]:
-    """Every experiment (Train) directory under ``results_dir``."""
-    return sorted(p.parent for p in results_dir.glob("*/*/*/config.yaml"))
-
-
-def read_eval_metrics(results_dir: Path) -> list[dict[str, object]]:
-    """Every Evaluate metrics.json under ``results_dir``."""
-    return [
-        json.loads(p.read_text()) for p in sorted(results_dir.glob("*/*/*/eval/*/metrics.json"))
-    ]
-
-
-def write_yaml(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def args_for(
-    data: Path, model: Path, train: Path | None = None, extra: Sequence[str] = ()
-) -> list[str]:
-    """CLI arguments for the config files given."""
-    out = ["--data-config", str(data), "--model-config", str(model)]
-    if train is not None:
-        out += ["--train-config", str(train)]
-    return [*out, *extra]

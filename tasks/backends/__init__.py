@@ -6,7 +6,9 @@ and no-op reruns never pay for a framework import.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from tasks.errors import BackendUnavailableError
@@ -14,13 +16,27 @@ from tasks.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from tasks.backends.base import Backend
 
-__all__ = ["get_backend"]
+__all__ = ["BUILTIN_MODEL_MODULES", "FRAMEWORKS", "get_backend", "installed"]
 
+# framework → (backend module, backend class, the package it needs)
 _MODULES = {
     "torch": ("tasks.backends._torch", "TorchBackend", "torch"),
     "tensorflow": ("tasks.backends._tensorflow", "TensorFlowBackend", "tensorflow"),
 }
+# Modules registering the built-in builders of each framework (they import no framework
+# at module level).
+BUILTIN_MODEL_MODULES = ("tasks.backends.torch_models", "tasks.backends.tf_models")
+# The frameworks Forge knows, in the order error messages list them.
+FRAMEWORKS: tuple[str, ...] = tuple(_MODULES)
 _cache: dict[str, Backend] = {}
+
+
+@functools.cache
+def installed(framework: str) -> bool:
+    """Whether ``framework``'s package can be imported, without importing it (asked once)."""
+    if framework not in _MODULES:
+        return False
+    return importlib.util.find_spec(_MODULES[framework][2]) is not None
 
 
 def get_backend(framework: str, *, asked_by: str = "the model config") -> Backend:

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# Keras runs on TensorFlow unless KERAS_BACKEND (or ~/.keras/keras.json) says otherwise;
+# Forge's entry points quiet TensorFlow's start-up logging before it is imported.
+import keras
 import numpy as np
+import tensorflow as tf
 
-from tasks import cli_logging
 from tasks.backends.base import (
     Backend,
     EpochCallback,
@@ -39,23 +40,12 @@ from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactEr
 from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
 
-# TensorFlow reads its logging settings from the environment when it is imported, so they
-# must be in place first; Forge runs Keras on TensorFlow whatever the default would be.
-cli_logging.quiet_frameworks()
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailableError(
         f"Keras runs on the {keras.backend.backend()!r} backend (KERAS_BACKEND="
         f"{os.environ.get('KERAS_BACKEND')!r}); Forge's tensorflow framework needs "
         "KERAS_BACKEND=tensorflow (or unset)"
     )
-if not logging.getLogger().isEnabledFor(logging.DEBUG):
-    tf.get_logger().setLevel(logging.ERROR)
-
 __all__ = ["TensorFlowBackend"]
 
 CHECKPOINT_FORMAT = "forge-keras-checkpoint"
@@ -406,25 +396,12 @@ class _TFSession(TrainSession):
 
 @contextlib.contextmanager
 def _h5py_write_errors() -> Iterator[None]:
-    """Report a failed HDF5 write (disk full, file too large) once, without teardown noise.
+    """Report a failed HDF5 write (disk full, file too large) as one plain OSError.
 
-    When a write fails half-way, h5py objects still referenced by the traceback complain
-    again from their destructors ("Exception ignored in ObjectID.__dealloc__"), long after
-    the error was reported. Drop the traceback and collect them here, with those destructor
-    messages silenced, then raise a plain OSError for the caller to report.
+    The traceback of h5py's error holds h5py objects whose destructors would complain
+    again later; it is dropped and they are collected here, so the caller reports the
+    error once. (The entry points silence what destructors still print.)
     """
-    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
-
-    def unraisable_hook(unraisable: Any) -> None:
-        if "h5py" not in f"{unraisable.object!r} {unraisable.err_msg}":
-            previous_unraisable(unraisable)
-
-    def except_hook(kind: Any, value: Any, tb: Any) -> None:
-        # Cython prints a destructor's traceback through sys.excepthook as well.
-        if "decrement id ref count" not in str(value):
-            previous_except(kind, value, tb)
-
-    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
     try:
         yield
     except OSError as err:
@@ -432,9 +409,6 @@ def _h5py_write_errors() -> Iterator[None]:
         del err
         gc.collect()
         raise OSError(code, message) from None
-    finally:
-        gc.collect()
-        sys.unraisablehook, sys.excepthook = previous_unraisable, previous_except
 
 
 # -- TensorBoard --------------------------------------------------------------------------
@@ -520,6 +494,11 @@ class TensorFlowBackend(Backend):
             batch_shapes = [(None, *shape) for shape in input_shapes(meta, inputs)]
             model.build(batch_shapes[0] if len(batch_shapes) == 1 else batch_shapes)
         return model
+
+    def describe(self, model: Any) -> tuple[int, str]:
+        lines: list[str] = []
+        model.summary(print_fn=lambda text, **_: lines.append(text))
+        return int(model.count_params()), "\n".join(lines)
 
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
         return _TFSession(model, settings)

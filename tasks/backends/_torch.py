@@ -256,6 +256,13 @@ class TorchBackend(Backend):
             torch.manual_seed(seed)
         return call_builder(entry, params, meta, inputs, nn.Module, "torch.nn.Module")
 
+    def describe(self, model: Any) -> tuple[int, str]:
+        return int(sum(p.numel() for p in model.parameters())), str(model)
+
+    def for_inference(self, model: Any) -> Any:
+        model.eval()
+        return model
+
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
         return _TorchSession(model, settings)
 

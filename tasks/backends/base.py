@@ -170,6 +170,14 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def describe(self, model: Any) -> tuple[int, str]:
+        """The model's parameter count and a readable layer listing (for ``model.json``)."""
+
+    def for_inference(self, model: Any) -> Any:
+        """``model`` made ready for inference (e.g. torch's eval mode); returns it."""
+        return model
+
+    @abstractmethod
     def session(self, model: Any, settings: TrainSettings) -> TrainSession:
         """Start training ``model``."""
 

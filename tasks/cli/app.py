@@ -7,7 +7,6 @@ becomes one ``forge: error: …`` line on stderr and exit status 1.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -16,10 +15,17 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from tasks.cli.catalog import default_results_dir, find_experiment, load_catalog
-from tasks.cli.records import read_config
 from tasks.errors import ConfigError, ForgeError
-from tasks.layout import CONFIG_FILE
+from tasks.store.catalog import (
+    Catalog,
+    default_results_dir,
+    find_experiment,
+    load_catalog,
+    locate,
+)
+from tasks.store.names import CONFIG_FILE
+from tasks.store.records import json_text
+from tasks.store.summary import Record, read_config
 
 __all__ = ["app", "main"]
 
@@ -64,6 +70,11 @@ def _friendly(func: F) -> F:
             raise typer.Exit(1) from err
 
     return wrapper  # type: ignore[return-value]
+
+
+def _find(ref: str, results_dir: Path | None) -> tuple[Catalog, Record]:
+    """The catalog and record of the experiment ``ref`` names (see ``find_experiment``)."""
+    return locate(find_experiment(ref, results_dir))
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -164,10 +175,10 @@ def _footer(count: int, hidden: list[str], width: int) -> str:
 @_friendly
 def show(experiment: ExpArg, results_dir: ResultsOpt = None) -> None:
     """Show one experiment: config, provenance, metrics, evaluations and files."""
-    from tasks.cli.catalog import fresh_record
     from tasks.cli.show import render_show
+    from tasks.store.catalog import fresh_record
 
-    catalog, record = find_experiment(experiment, results_dir)
+    catalog, record = _find(experiment, results_dir)
     typer.echo(render_show(catalog.root, fresh_record(catalog.root, record)), nl=False)
 
 
@@ -182,8 +193,8 @@ def diff(
     """Compare two experiments: nested config differences and metrics side by side."""
     from tasks.cli.diff import config_diff, render_diff
 
-    cat_a, a = find_experiment(experiment_a, results_dir)
-    cat_b, b = find_experiment(experiment_b, results_dir)
+    cat_a, a = _find(experiment_a, results_dir)
+    cat_b, b = _find(experiment_b, results_dir)
     config_a = read_config(cat_a.root / a["path"] / CONFIG_FILE)
     config_b = read_config(cat_b.root / b["path"] / CONFIG_FILE)
     if as_json:
@@ -193,7 +204,7 @@ def diff(
             "config": config_diff(config_a, config_b),
             "metrics": {"a": a.get("metrics"), "b": b.get("metrics")},
         }
-        typer.echo(json.dumps(payload, indent=1))
+        typer.echo(json_text(payload, indent=1), nl=False)
         return
     typer.echo(render_diff(a, b, config_a, config_b), nl=False)
 
@@ -216,7 +227,7 @@ def status(
     from tasks.cli import status as st
 
     if experiment is not None:
-        catalog, record = find_experiment(experiment, results_dir)
+        catalog, record = _find(experiment, results_dir)
         directory = catalog.root / record["path"]
         steps, notes = st.steps_for_experiment(directory)
         typer.echo(f"experiment {record['id'][:8]}  {record['path']}")
@@ -250,7 +261,7 @@ def plot(
     from tasks.cli.plot import plot_metric
     from tasks.cli.table import differing_keys, format_value
 
-    found = [find_experiment(ref, results_dir) for ref in experiments]
+    found = [_find(ref, results_dir) for ref in experiments]
     records = [record for _catalog, record in found]
     differ = differing_keys(records)[:3]
     curves = []
@@ -302,7 +313,7 @@ def rm(experiment: ExpArg, results_dir: ResultsOpt = None, yes: YesOpt = False) 
     """Delete one experiment folder (its evaluations too; shared data/model steps stay)."""
     from tasks.cli.cleanup import plan_rm
 
-    catalog, record = find_experiment(experiment, results_dir)
+    catalog, record = _find(experiment, results_dir)
     _confirm_and_delete(plan_rm(catalog.root, record), catalog.root, yes, "the experiment")
     load_catalog(catalog.root)  # refresh the index now rather than on the next ls
 
@@ -320,6 +331,9 @@ def gc(results_dir: ResultsArg = None, yes: YesOpt = False) -> None:
 
 def main() -> None:
     """Console-script entry point (``forge = "tasks.cli.app:main"``)."""
+    from tasks.entry import setup_forge_command
+
+    setup_forge_command()
     app()
 
 

@@ -1,7 +1,7 @@
 """``forge rm`` and ``forge gc``: plan what would be deleted, then delete exactly that.
 
 Only Forge's own files are ever candidates: step folders (they hold a ``.digest``) and
-``.tmp-<pid>-…`` temporaries of atomic writes (:mod:`tasks.atomic`). A folder whose lock a
+``.tmp-<pid>-…`` temporaries of atomic writes (:mod:`tasks.store.atomic`). A folder whose lock a
 live process holds is never touched, nor is anything a user put into the results tree.
 """
 
@@ -12,10 +12,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.atomic import TMP_PREFIX
-from tasks.cli.records import Record, lock_held
 from tasks.errors import AlreadyRunningError, StorageError
-from tasks.layout import DIGEST_FILE, SUCCESS
+from tasks.store.atomic import TMP_PREFIX
+from tasks.store.lock import lock_held
+from tasks.store.names import DIGEST_FILE, SUCCESS
+from tasks.store.summary import Record
 
 __all__ = ["Doomed", "delete", "describe", "describe_size", "plan_gc", "plan_rm"]
 

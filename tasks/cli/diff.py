@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.cli.records import Record
 from tasks.cli.table import cell, format_value
+from tasks.store.summary import Record
 
 __all__ = ["ABSENT", "config_diff", "render_diff"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError
-from tasks.layout import METRICS_FILE
-from tasks.metrics_log import read_metrics
+from tasks.store.metrics_log import read_metrics
+from tasks.store.names import METRICS_FILE
 
 __all__ = ["plot_metric", "plot_learning_curves"]
 

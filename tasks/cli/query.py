@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from tasks.cli.records import Record
 from tasks.errors import ConfigError
+from tasks.store.summary import Record
 
 __all__ = ["Condition", "SUMMARY_KEYS", "known_keys", "parse_where", "sort_records", "value_of"]
 

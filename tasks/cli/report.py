@@ -6,18 +6,18 @@ assets. Every value is HTML-escaped; images are PNGs beside the pages.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any
 
-from tasks.cli.catalog import Catalog, fresh_record
 from tasks.cli.plot import plot_learning_curves
-from tasks.cli.records import Record
+from tasks.cli.show import command_line
 from tasks.cli.table import cell, default_columns, format_value
-from tasks.layout import CONFIG_FILE, EVAL_DIR, RUN_FILE
+from tasks.store.catalog import Catalog, fresh_record
+from tasks.store.names import CONFIG_FILE, CONFUSION_PNG, EVAL_DIR
+from tasks.store.records import RunRecord
+from tasks.store.summary import Record, stored_text
 
 __all__ = ["write_report"]
 
@@ -84,29 +84,30 @@ def _index(catalog: Catalog) -> str:
     return _page("Forge experiments", body)
 
 
-def _provenance(run: dict[str, Any], record: Record) -> list[tuple[str, str]]:
-    git = run.get("git") or {}
+def _provenance(run: RunRecord, record: Record) -> list[tuple[str, str]]:
+    git = run.git
     items = [
         ("status", cell(record, "status")),
-        ("start", format_value(run.get("start"))),
-        ("end", format_value(run.get("end"))),
-        ("duration_s", format_value(run.get("duration_s"))),
-        ("host", format_value(run.get("host"))),
-        ("platform", format_value(run.get("platform"))),
-        ("python", format_value(run.get("python"))),
-        ("device", format_value(run.get("device"))),
-        ("seed", format_value(run.get("seed"))),
+        ("start", format_value(run.start)),
+        ("end", format_value(run.end)),
+        ("duration_s", format_value(run.duration_s)),
+        ("host", format_value(run.host)),
+        ("platform", format_value(run.raw.get("platform"))),
+        ("python", format_value(run.raw.get("python"))),
+        ("device", format_value(run.device)),
+        ("seed", format_value(run.seed)),
         ("git commit", format_value(git.get("commit"))),
         ("git dirty", format_value(git.get("dirty"))),
-        ("command", " ".join(map(str, run.get("command") or [])) or "-"),
+        ("command", command_line(run)),
     ]
-    items += [(f"version {k}", str(v)) for k, v in (run.get("versions") or {}).items()]
-    for role, info in (run.get("code") or {}).items():
-        if isinstance(info, dict):
-            items.append((f"code {role}", f"{info.get('qualname')} ({info.get('fingerprint')})"))
+    items += [(f"version {k}", str(v)) for k, v in run.versions.items()]
+    for role, info in run.code.items():
+        items.append((f"code {role}", f"{info.get('qualname')} ({info.get('fingerprint')})"))
     items += [("stale because", r) for r in record.get("stale_reasons") or []]
-    if run.get("error"):
-        items.append(("error", str(run["error"])))
+    if record.get("damage"):
+        items.append(("damaged", str(record["damage"])))
+    if run.error:
+        items.append(("error", run.error))
     return items
 
 
@@ -114,14 +115,8 @@ def _experiment_page(root: Path, record: Record, out: Path) -> str:
     directory = root / record["path"]
     assets = out / "experiments" / record["id"]
     assets.mkdir(parents=True, exist_ok=True)
-    try:
-        config_text = (directory / CONFIG_FILE).read_text(encoding="utf-8")
-    except OSError:
-        config_text = "(no config.yaml: the experiment did not get that far)"
-    try:
-        run = json.loads((directory / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        run = {}
+    config_text = stored_text(directory / CONFIG_FILE)
+    run = RunRecord.read(directory)
     parts = [
         '<p><a href="../index.html">← all experiments</a></p>',
         f"<h1>Experiment {escape(record['id'][:8])}</h1>",
@@ -148,7 +143,7 @@ def _experiment_page(root: Path, record: Record, out: Path) -> str:
             f"{escape(str(ev['split']))}, checkpoint {escape(str(ev['checkpoint']))}; "
             f"{escape(metrics or 'no metrics')}</p>"
         )
-        matrix = directory / EVAL_DIR / ev["name"] / "confusion_matrix.png"
+        matrix = directory / EVAL_DIR / ev["name"] / CONFUSION_PNG
         if matrix.is_file():
             target = assets / f"confusion-{ev['name']}.png"
             shutil.copyfile(matrix, target)

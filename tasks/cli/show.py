@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from tasks.cli.cleanup import describe_size
-from tasks.cli.records import Record
 from tasks.cli.table import cell, format_value
-from tasks.layout import CONFIG_FILE, METRICS_FILE, RUN_FILE
-from tasks.metrics_log import read_metrics
+from tasks.store.metrics_log import read_metrics
+from tasks.store.names import CONFIG_FILE, METRICS_FILE
+from tasks.store.records import RunRecord
+from tasks.store.summary import Record, stored_text
 
-__all__ = ["render_show"]
+__all__ = ["command_line", "render_show"]
 
 _MAX_FILES = 60
 
 
-def _provenance(run: dict[str, Any]) -> list[str]:
-    git = run.get("git") or {}
+def command_line(run: RunRecord) -> str:
+    command = run.raw.get("command")
+    if isinstance(command, list):
+        return " ".join(map(str, command)) or "-"
+    return format_value(command)
+
+
+def _provenance(run: RunRecord) -> list[str]:
+    git = run.git
     flag = git.get("dirty")
     dirty = (
         " (dirty: unknown)"
@@ -29,22 +35,22 @@ def _provenance(run: dict[str, Any]) -> list[str]:
         else ""
     )
     lines = [
-        f"start {format_value(run.get('start'))}   end {format_value(run.get('end'))}   "
-        f"duration {format_value(run.get('duration_s'))} s",
-        f"host {format_value(run.get('host'))}   python {format_value(run.get('python'))}   "
-        f"device {format_value(run.get('device'))}   seed {format_value(run.get('seed'))}",
+        f"start {format_value(run.start)}   end {format_value(run.end)}   "
+        f"duration {format_value(run.duration_s)} s",
+        f"host {format_value(run.host)}   python {format_value(run.raw.get('python'))}   "
+        f"device {format_value(run.device)}   seed {format_value(run.seed)}",
         f"git {format_value(git.get('commit'))}{dirty}",
-        "command " + (" ".join(map(str, run.get("command") or [])) or "-"),
-        "versions "
-        + (", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()) or "-"),
+        f"command {command_line(run)}",
+        "versions " + (", ".join(f"{k} {v}" for k, v in run.versions.items()) or "-"),
     ]
-    for role, info in (run.get("code") or {}).items():
-        if isinstance(info, dict):
-            lines.append(f"code {role}: {info.get('qualname')} ({info.get('fingerprint')})")
-    if run.get("resumed_from_epoch"):
-        lines.append(f"resumed from epoch {run['resumed_from_epoch']}")
-    if run.get("error"):
-        lines.append(f"error {run['error']}")
+    for role, info in run.code.items():
+        lines.append(f"code {role}: {info.get('qualname')} ({info.get('fingerprint')})")
+    if run.raw.get("resumed_from_epoch"):
+        lines.append(f"resumed from epoch {format_value(run.raw['resumed_from_epoch'])}")
+    if run.error:
+        lines.append(f"error {run.error}")
+    if run.damage and not run.missing:
+        lines.append(f"damaged {run.damage}")
     return lines
 
 
@@ -67,14 +73,8 @@ def _files(directory: Path) -> list[str]:
 def render_show(root: Path, record: Record) -> str:
     """The text ``forge show`` prints for ``record`` under results directory ``root``."""
     directory = root / record["path"]
-    try:
-        run = json.loads((directory / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        run = {}
-    try:
-        config_text = (directory / CONFIG_FILE).read_text(encoding="utf-8")
-    except OSError:
-        config_text = "(missing: the run stopped before writing it)\n"
+    run = RunRecord.read(directory)
+    config_text = stored_text(directory / CONFIG_FILE)
     out = [
         f"experiment {record['id']}  {cell(record, 'status')}",
         f"folder     {directory}",
@@ -82,6 +82,8 @@ def render_show(root: Path, record: Record) -> str:
         f"framework {format_value(record.get('framework'))}",
     ]
     out += [f"why stale  {reason}" for reason in record.get("stale_reasons") or []]
+    if record.get("damage"):
+        out.append(f"damaged    {record['damage']}")
     out += ["", "config (resolved):"]
     out += [f"  {line}" for line in config_text.rstrip("\n").splitlines()]
     out += ["", "provenance:"] + [f"  {line}" for line in _provenance(run)]

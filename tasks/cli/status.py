@@ -12,21 +12,20 @@ Two questions are answered from the files alone, without running Luigi:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.cli.records import flatten, lock_held, read_config, step_name
 from tasks.cli.table import format_value
-from tasks.errors import ForgeError, RegistryError
-from tasks.layout import CONFIG_FILE, DIGEST_FILE, EVAL_DIR, PARAMS_FILE, RUN_FILE, SUCCESS
+from tasks.errors import ForgeError
+from tasks.stages import SECTIONS, TRAIN_SECTIONS, stage
+from tasks.store.drift import code_drift, live_lookup
+from tasks.store.lock import lock_held
+from tasks.store.names import CONFIG_FILE, DIGEST_FILE, EVAL_DIR, PARAMS_FILE, SUCCESS
+from tasks.store.records import RunRecord, read_json_object
+from tasks.store.summary import flatten, read_config, step_name
 
 __all__ = ["Step", "code_changes", "render_steps", "steps_for_configs", "steps_for_experiment"]
-
-TASKS = {"data": "PrepareData", "model": "BuildModel", "train": "Train", "eval": "Evaluate"}
-_STORED = {"data": "data.yaml", "model": "model.yaml", "train": CONFIG_FILE, "eval": "eval.yaml"}
-_KINDS = {"loader": "dataset", "builder": "model", "objective": "objective"}
 
 
 @dataclass
@@ -51,7 +50,7 @@ def _changes(old: dict[str, Any], new: dict[str, Any], section: str) -> list[str
 
 
 def _stored_config(directory: Path, level: str) -> dict[str, Any]:
-    config = read_config(directory / _STORED[level])
+    config = read_config(directory / stage(level).stored_config)
     return config.get("train", {}) if level == "train" else config
 
 
@@ -67,7 +66,7 @@ def _why_missing(directory: Path, level: str, config: dict[str, Any]) -> list[st
         and p != directory
         and step_name(p.name) == name
         and (p / DIGEST_FILE).exists()
-        and (p / _STORED[level]).exists()
+        and (p / stage(level).stored_config).exists()
     ]
     if not siblings:
         return [f"not run yet (no earlier {level} step named {name!r} here)"]
@@ -81,31 +80,8 @@ def _why_missing(directory: Path, level: str, config: dict[str, Any]) -> list[st
 
 def code_changes(code: dict[str, Any], framework: str | None) -> list[str]:
     """Compare ``run.json``'s code fingerprints with the currently registered functions."""
-    from tasks.registry import get_entry
-
-    reasons = []
-    for role, info in sorted((code or {}).items()):
-        if not isinstance(info, dict) or role not in _KINDS:
-            continue
-        what = "data loader code" if role == "loader" else "model code"
-        name = info.get("name")
-        try:
-            entry = get_entry(_KINDS[role], str(name), None if role == "loader" else framework)  # type: ignore[arg-type]
-        except RegistryError:
-            reasons.append(f"{what} changed: {role} {name!r} is no longer registered")
-            continue
-        current = entry.fingerprint()
-        if entry.qualname != info.get("qualname"):
-            reasons.append(
-                f"{what} changed: {role} {name!r} is now {entry.qualname} "
-                f"(trained with {info.get('qualname')})"
-            )
-        elif current and info.get("fingerprint") and current != info["fingerprint"]:
-            reasons.append(
-                f"{what} changed: the source of {role} {name!r} ({entry.qualname}) differs "
-                "from when it was trained"
-            )
-    return reasons
+    drifts = code_drift(code or {}, live_lookup(framework))
+    return [d.describe() for d in drifts if d.kind != "unverifiable"]
 
 
 def _state(directory: Path, level: str) -> tuple[str, list[str]]:
@@ -115,23 +91,17 @@ def _state(directory: Path, level: str) -> tuple[str, list[str]]:
         return "running", ["another process holds its lock"]
     if not directory.exists():
         return "would run", []
-    run: dict[str, Any] = {}
-    if level == "train":
-        try:
-            run = json.loads((directory / RUN_FILE).read_text())
-        except (OSError, ValueError):
-            run = {}
-    if run.get("status") == "failed":
-        return "failed", [f"last run failed: {run.get('error')}; it would run again"]
+    run = RunRecord.read(directory) if level == "train" else RunRecord()
+    if run.status == "failed":
+        return "failed", [f"last run failed: {run.error}; it would run again"]
     return "incomplete", ["a run stopped half-way; it would run again (resuming where it can)"]
 
 
 def _train_code(step: Step, framework: str | None) -> None:
-    try:
-        run = json.loads((step.directory / RUN_FILE).read_text())
-    except (OSError, ValueError):
+    run = RunRecord.read(step.directory)
+    if not run.ok:
         return
-    reasons = code_changes(run.get("code") or {}, framework)
+    reasons = code_changes(run.code, framework)
     if reasons:
         step.state = "stale"
         step.reasons += reasons + [
@@ -149,7 +119,7 @@ def steps_for_configs(
     """
     from tasks.base import resolve_spec
 
-    levels = ("data", "model", "train", "eval")
+    levels = SECTIONS
     spec = resolve_spec(levels, paths, overrides, results_dir)
     steps = []
     upstream_runs = False
@@ -193,14 +163,13 @@ def steps_for_experiment(directory: Path) -> tuple[list[Step], list[str]]:
         state, reasons = _state(path, "eval")
         steps.append(Step("eval", path, state, reasons))
     notes = []
-    try:
-        params = json.loads((directory / PARAMS_FILE).read_text())
-    except (OSError, ValueError):
-        return steps, ["no params.json: cannot tell whether its config files changed"]
-    paths = {lv: params.get(f"{lv}_config") or None for lv in ("data", "model", "train")}
+    params, damage = read_json_object(directory / PARAMS_FILE)
+    if damage is not None:
+        return steps, [f"params.json unusable ({damage}): cannot tell whether its configs changed"]
+    paths = {lv: params.get(stage(lv).config_param) or None for lv in TRAIN_SECTIONS}
     try:
         spec = resolve_spec(
-            ("data", "model", "train"), paths, params.get("overrides", ""), directory.parents[2]
+            TRAIN_SECTIONS, paths, str(params.get("overrides") or ""), directory.parents[2]
         )
     except (ForgeError, OSError) as err:
         return steps, [f"its config files cannot be resolved now ({err})"]
@@ -208,7 +177,7 @@ def steps_for_experiment(directory: Path) -> tuple[list[Step], list[str]]:
         notes.append("config unchanged: its config files still resolve to this experiment")
     else:
         changes: list[str] = []
-        for level in ("data", "model", "train"):
+        for level in TRAIN_SECTIONS:
             changes += _changes(config.get(level) or {}, spec[level].config, level)
         shown = "; ".join(changes[:6]) + ("; …" if len(changes) > 6 else "")
         notes.append(
@@ -226,6 +195,6 @@ def render_steps(steps: list[Step], root: Path) -> str:
             shown = str(step.directory.relative_to(root))
         except ValueError:
             shown = str(step.directory)
-        lines.append(f"  {TASKS[step.level]:<12} {step.state:<11} {shown}")
+        lines.append(f"  {stage(step.level).task:<12} {step.state:<11} {shown}")
         lines.extend(f"      why: {reason}" for reason in step.reasons)
     return "\n".join(lines) + "\n"

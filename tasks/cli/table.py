@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tasks.cli.query import SUMMARY_KEYS, value_of
-from tasks.cli.records import DELTA_KEYS, Record, unflatten
+from tasks.store.summary import DELTA_KEYS, Record, unflatten
 
 __all__ = [
     "Column",

@@ -1,27 +1,39 @@
 """Find the experiments of a results directory, fast, and look one up by id or path.
 
-The tree is ``<data>/<model>/<train>`` (see :mod:`tasks.layout`). A folder's mtime changes
+The tree is ``<data>/<model>/<train>`` (see :mod:`tasks.store.layout`). A folder's mtime changes
 exactly when an entry is added, removed or renamed in it, so the folders that list the
 experiments (results root, data and model folders) are re-scanned only when their mtime
 moved, and each cached record is checked with a few ``stat`` calls
-(:func:`tasks.cli.records.still_valid`). Only what changed is read again.
+(:func:`tasks.store.summary.still_valid`). Only what changed is read again.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.cli.codecheck import static_fingerprint
-from tasks.cli.index import load_index, save_index
-from tasks.cli.records import RACY_NS, Record, read_record, still_valid
-from tasks.errors import ExperimentError, ExperimentNotFoundError
-from tasks.layout import DIGEST_FILE, EVAL_DIR
+from tasks.errors import AmbiguousExperimentError, ExperimentNotFoundError
+from tasks.store.drift import code_drift, static_lookup
+from tasks.store.index import load_index, save_index
+from tasks.store.names import CONFIG_FILE, DIGEST_FILE, EVAL_DIR
+from tasks.store.summary import RACY_NS, Record, read_record, still_valid
 
-__all__ = ["Catalog", "default_results_dir", "find_experiment", "fresh_record", "load_catalog"]
+__all__ = [
+    "Catalog",
+    "default_results_dir",
+    "find_experiment",
+    "fresh_record",
+    "load_catalog",
+    "locate",
+    "mark_stale",
+    "results_root_of",
+]
+
+_SHOWN = 5
 
 
 @dataclass
@@ -87,22 +99,18 @@ def _walk(root: Path, cached: dict[str, Any], fresh: dict[str, Any], now: int) -
 
 
 def mark_stale(records: list[Record]) -> None:
-    """Turn ``done`` into ``stale`` where the loader/builder source changed since training."""
-    current: dict[str, str | None] = {}
+    """Turn ``done`` into ``stale`` where the loader/builder source changed since training
+    (checked statically: nothing is imported)."""
+    lookup = static_lookup()
     for record in records:
         if record.get("status") != "done":
             continue
-        reasons = []
-        for role, info in (record.get("code") or {}).items():
-            qualname = info.get("qualname") if isinstance(info, dict) else None
-            if not qualname or not info.get("fingerprint"):
-                continue
-            if qualname not in current:
-                current[qualname] = static_fingerprint(qualname)
-            now = current[qualname]
-            if now is not None and now != info["fingerprint"]:
-                what = "data loader code" if role == "loader" else "model code"
-                reasons.append(f"{what} changed ({role} {info.get('name')})")
+        drifts = code_drift(record.get("code") or {}, lookup)
+        reasons = [
+            f"{'data loader' if d.role == 'loader' else 'model'} code changed ({d.role} {d.name})"
+            for d in drifts
+            if d.kind == "changed"
+        ]
         if reasons:
             record["status"] = "stale"
             record["stale_reasons"] = reasons
@@ -138,7 +146,9 @@ def load_catalog(root: Path, *, rebuild: bool = False, write: bool = True) -> Ca
     )
     piled_up = header.get("lines", 0) > len(records) + 100 + len(records) // 10
     changed = reread > 0 or len(cached) != len(records) or dirs_changed or piled_up
-    if write and changed and root.is_dir():
+    # Never start an index where there are no experiments (a search that looked around
+    # the working directory must not leave a .forge/ folder there).
+    if write and changed and records and root.is_dir():
         save_index(root, {"dirs": dirs}, {r["path"]: r for r in records})
     mark_stale(records)
     return Catalog(root, records, reread)
@@ -152,47 +162,116 @@ def fresh_record(root: Path, record: Record) -> Record:
     return full
 
 
-def _root_of(directory: Path) -> tuple[Path, str] | None:
-    directory = directory.resolve()
-    parts = directory.parts
-    if len(parts) < 4:
+def results_root_of(directory: Path) -> Path | None:
+    """The results directory a step folder lies in: the first ancestor that is not itself a
+    step folder (has no ``.digest``); None when ``directory`` is no step folder."""
+    directory = Path(directory).resolve()
+    if not (directory / DIGEST_FILE).exists():
         return None
-    if not all((directory.parents[i] / DIGEST_FILE).exists() for i in (0, 1)):
-        if not (directory / "config.yaml").exists():
+    root = directory
+    while (root / DIGEST_FILE).exists() or root.name == EVAL_DIR:
+        if root == root.parent:
             return None
-    return directory.parents[2], "/".join(parts[-3:])
+        root = root.parent
+    return root
 
 
-def find_experiment(ref: str, results_dir: Path | None = None) -> tuple[Catalog, Record]:
-    """The experiment ``ref`` names: a folder path, or a unique prefix of its id or path.
+def _search_roots(target: Path, results_dir: Path | None) -> list[Path]:
+    """Where a prefix may point into: the results tree around the nearest existing folder
+    above ``target``, that folder itself, and the results directory."""
+    roots: list[Path] = []
+    ancestor = target
+    while not ancestor.is_dir() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor != ancestor.parent:  # never scan a whole file system
+        roots.append(results_root_of(ancestor) or ancestor)
+    roots.append((results_dir if results_dir is not None else default_results_dir()).resolve())
+    return list(dict.fromkeys(roots))
+
+
+def _closest(target: str, candidates: list[Path]) -> str:
+    """A message tail listing the candidates most similar to ``target``."""
+    if not candidates:
+        return "no experiments were found nearby"
+    ranked = sorted(
+        set(candidates),
+        key=lambda p: difflib.SequenceMatcher(None, target, str(p)).ratio(),
+        reverse=True,
+    )
+    shown = "\n  ".join(str(p) for p in ranked[:_SHOWN])
+    more = f"\n  ... and {len(ranked) - _SHOWN} more" if len(ranked) > _SHOWN else ""
+    return f"closest experiments:\n  {shown}{more}"
+
+
+def find_experiment(
+    ref: str | os.PathLike[str], results_dir: Path | None = None, *, write_index: bool = True
+) -> Path:
+    """The experiment folder ``ref`` names: the one way every command and LoadTrained
+    resolve what a user typed.
+
+    Args:
+        ref: an experiment folder, or a unique prefix of one's path (absolute, relative to
+            the working directory or to the results directory) or of its id (`forge ls`).
+        results_dir: the results directory to search besides the tree around ``ref``
+            (default: ``[forge] results_dir``).
+        write_index: let the search refresh the results directory's index.
+
+    Returns:
+        The experiment folder, absolute.
 
     Raises:
-        ExperimentNotFoundError: nothing matches.
-        ExperimentError: the prefix matches several experiments (they are listed).
+        ExperimentNotFoundError: nothing matches; the closest experiments are listed.
+        AmbiguousExperimentError: several match; they are listed.
     """
-    path = Path(ref)
-    if path.is_dir() and (path / DIGEST_FILE).exists():
-        located = _root_of(path)
-        if located is not None:
-            root, rel = located
-            catalog = load_catalog(root)
-            for record in catalog.records:
-                if record["path"] == rel:
-                    return catalog, record
-    root = results_dir if results_dir is not None else default_results_dir()
-    catalog = load_catalog(root)
-    matches = [r for r in catalog.records if r["id"].startswith(ref) or r["path"].startswith(ref)]
-    exact = [r for r in matches if r["id"] == ref or r["path"] == ref.rstrip("/")]
+    text = os.fspath(ref)
+    given = Path(text).expanduser()
+    if (given / CONFIG_FILE).is_file():
+        return given.resolve()
+    target = given.resolve()
+    matches: dict[Path, bool] = {}  # folder → exact match
+    seen: list[Path] = []
+    for root in _search_roots(target, results_dir):
+        for record in load_catalog(root, write=write_index).records:
+            folder = root / record["path"]
+            seen.append(folder)
+            rel, rid = record["path"], record["id"]
+            if rel == text.rstrip("/") or rid == text:
+                matches[folder] = True
+            elif (
+                str(folder).startswith(str(target)) or rel.startswith(text) or rid.startswith(text)
+            ):
+                matches.setdefault(folder, False)
+    exact = [p for p, is_exact in matches.items() if is_exact]
     if len(exact) == 1:
-        return catalog, exact[0]
+        return exact[0]
     if len(matches) == 1:
-        return catalog, matches[0]
+        return next(iter(matches))
     if not matches:
         raise ExperimentNotFoundError(
-            f"no experiment {ref!r} in {root}: give an experiment folder, or a prefix of an id "
-            "or path that `forge ls` shows (pass --results-dir for another results directory)"
+            f"{text!r} is neither an experiment folder nor a prefix of one's path or id "
+            "(see `forge ls`; pass the results directory if it is elsewhere); "
+            + _closest(str(target), seen)
         )
-    listed = ", ".join(f"{r['id'][:8]} ({r['path']})" for r in matches[:5])
-    raise ExperimentError(
-        f"{ref!r} matches {len(matches)} experiments: {listed}; give a longer prefix"
+    shown = "\n  ".join(str(p) for p in sorted(matches)[:_SHOWN])
+    raise AmbiguousExperimentError(
+        f"{text!r} matches {len(matches)} experiments; give a longer prefix or the full "
+        f"folder:\n  {shown}"
     )
+
+
+def locate(directory: Path) -> tuple[Catalog, Record]:
+    """The catalog of the results directory holding the experiment ``directory``, and the
+    experiment's record in it.
+
+    Raises:
+        ExperimentNotFoundError: ``directory`` is not an experiment of a results tree.
+    """
+    directory = Path(directory).resolve()
+    root = results_root_of(directory)
+    if root is not None:
+        rel = directory.relative_to(root).as_posix()
+        catalog = load_catalog(root)
+        for record in catalog.records:
+            if record["path"] == rel:
+                return catalog, record
+    raise ExperimentNotFoundError(f"{directory} is not an experiment folder of a results tree")

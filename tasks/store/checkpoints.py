@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import atomic_write_text
+from tasks.store.atomic import atomic_write_text
+from tasks.store.names import CHECKPOINT_DIR
 
 __all__ = ["CHECKPOINT_DIR", "CheckpointInfo", "best_path", "checkpoint_path", "committed", "prune"]
 
-CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^epoch-(\d+)\.json$")
 _BEST = re.compile(r"^best-(\d+)\.")
 

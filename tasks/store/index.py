@@ -1,7 +1,7 @@
 """The per-results-directory index: ``.forge/index.jsonl``, a cache of experiment records.
 
 The index is never the source of truth; the directories are. Each line is one record
-(:mod:`tasks.cli.records`) plus the ``stat`` signature it was read under; the first line
+(:mod:`tasks.store.summary`) plus the ``stat`` signature it was read under; the first line
 is a header with the mtimes of the data and model folders, which tell whether new
 experiments appeared. ``forge ls`` trusts a line only while its signature still matches,
 re-reads what changed, and writes the result back atomically. Tasks append a fresh line
@@ -12,55 +12,31 @@ rewriting it does not change the mtime of the results directory itself.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import atomic_write_text
-from tasks.cli.records import DELTA_KEYS, Record, read_record
+from tasks.stages import EXPERIMENT_DEPTH, stage
+from tasks.store.atomic import atomic_write_text
+from tasks.store.lock import FolderLock
+from tasks.store.names import INDEX_FILE, INDEX_LOCK_FILE
+from tasks.store.summary import DELTA_KEYS, Record, read_record
 
-__all__ = ["INDEX_DIR", "INDEX_FILE", "IndexData", "load_index", "note_completed", "save_index"]
+__all__ = ["IndexData", "load_index", "note_completed", "save_index"]
 
 logger = logging.getLogger("forge")
 
-INDEX_DIR = ".forge"
-INDEX_FILE = f"{INDEX_DIR}/index.jsonl"
-LOCK_FILE = f"{INDEX_DIR}/index.lock"
 VERSION = 2
 _LOCK_WAIT_S = 5.0
 
 IndexData = tuple[dict[str, Any], dict[str, Record]]
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[bool]:
-    """Hold the index lock (waiting a little); yields False when it cannot be had."""
-    try:
-        (root / INDEX_DIR).mkdir(exist_ok=True)
-        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield False
-        return
-    try:
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    yield False
-                    return
-                time.sleep(0.02)
-        yield True
-    finally:
-        os.close(fd)
+def _lock(root: Path) -> FolderLock:
+    """The index lock (waited for a little: the index is a cache, never worth blocking)."""
+    return FolderLock(root / INDEX_LOCK_FILE)
 
 
 def _parse(lines: list[str]) -> list[Any]:
@@ -136,7 +112,7 @@ def save_index(root: Path, header: dict[str, Any], records: dict[str, Record]) -
     lines = [encode({**header, "base": base, "version": VERSION})]
     lines.extend(encode(_stored(r, base)) for r in records.values())
     try:
-        with _locked(root) as ok:
+        with _lock(root).try_hold(_LOCK_WAIT_S) as ok:
             if not ok:
                 return False
             atomic_write_text(root / INDEX_FILE, "\n".join(lines) + "\n")
@@ -152,12 +128,12 @@ def note_completed(root: Path, directory: Path) -> None:
     is only a cache and a task must not fail because of it."""
     try:
         rel = Path(os.path.relpath(directory, root)).parts
-        if len(rel) not in (3, 5) or ".." in rel:
+        if len(rel) not in (EXPERIMENT_DEPTH, stage("eval").depth) or ".." in rel:
             return  # PrepareData / BuildModel: no experiment record changes
         if not (root / INDEX_FILE).is_file():
             return  # no index yet: the next `forge ls` builds it from the directories
-        record = read_record(root, "/".join(rel[:3]), settled=True)
-        with _locked(root) as ok:
+        record = read_record(root, "/".join(rel[:EXPERIMENT_DEPTH]), settled=True)
+        with _lock(root).try_hold(_LOCK_WAIT_S) as ok:
             if ok:
                 with open(root / INDEX_FILE, encoding="utf-8") as fh:
                     base = json.loads(fh.readline()).get("base") or {}

@@ -15,32 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.atomic import atomic_write_text
+from tasks.store.atomic import atomic_write_text
+from tasks.store.names import DIGEST_FILE, SUCCESS
 
-__all__ = [
-    "CONFIG_FILE",
-    "DATA_FILE",
-    "DIGEST_FILE",
-    "EVAL_DIR",
-    "META_FILE",
-    "METRICS_FILE",
-    "PARAMS_FILE",
-    "RUN_FILE",
-    "SUCCESS",
-    "claim_dir",
-    "child_dir",
-    "is_complete",
-]
+__all__ = ["child_dir", "claim_dir", "is_complete"]
 
-SUCCESS = "_SUCCESS"
-DIGEST_FILE = ".digest"
-DATA_FILE = "data.h5"
-META_FILE = "meta.json"
-CONFIG_FILE = "config.yaml"
-PARAMS_FILE = "params.json"
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.csv"
-EVAL_DIR = "eval"
 _SHORT_LENGTHS = (8, 12, 16, 64)
 _claimed: dict[tuple[str, str, str], Path] = {}
 

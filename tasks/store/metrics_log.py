@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.atomic import atomic_write_text, storage_errors
+from tasks.store.atomic import atomic_write_text, storage_errors
 
 __all__ = ["MetricsLog", "read_metrics"]
 
@@ -17,14 +17,23 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     """Rows of a metrics.csv as dicts of floats (``epoch`` as a whole number)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as fh:
-        rows = []
-        for row in csv.DictReader(fh):
-            try:
-                rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
-            except ValueError:
-                continue  # a torn last line from a crash
-        return rows
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    rows.append(
+                        {
+                            k: float(v)
+                            for k, v in row.items()
+                            if k is not None and v not in ("", None)
+                        }
+                    )
+                except (ValueError, TypeError):
+                    continue  # a torn last line from a crash, or a damaged row
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass  # what was read so far stands; the damaged rest is skipped
+    return rows
 
 
 class MetricsLog:

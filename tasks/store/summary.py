@@ -8,18 +8,18 @@ half-written experiment simply comes out as ``incomplete``.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tasks.layout import (
+from tasks.config.yamlio import load_yaml_file
+from tasks.errors import ConfigError
+from tasks.stages import TRAIN_SECTIONS
+from tasks.store.lock import lock_held
+from tasks.store.metrics_log import read_metrics
+from tasks.store.names import (
     CONFIG_FILE,
     DIGEST_FILE,
     EVAL_DIR,
@@ -27,7 +27,7 @@ from tasks.layout import (
     RUN_FILE,
     SUCCESS,
 )
-from tasks.metrics_log import read_metrics
+from tasks.store.records import MISSING, BestRecord, EvalRecord, RunRecord
 
 __all__ = [
     "DELTA_KEYS",
@@ -35,8 +35,9 @@ __all__ = [
     "Record",
     "experiment_id",
     "flatten",
-    "lock_held",
     "read_config",
+    "read_stored_config",
+    "stored_text",
     "read_record",
     "record_signature",
     "step_name",
@@ -45,14 +46,12 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
-STATUSES = ("done", "running", "failed", "incomplete", "stale")
-LOCK_FILE = ".lock"
+STATUSES = ("done", "running", "failed", "incomplete", "stale", "damaged")
 # mtimes this close to "now" may still change within the file system's timestamp
 # granularity, so a record built from them is re-read next time (git's "racy" rule).
 RACY_NS = 1_000_000_000
 # Set on records restored from the index: the config keys where they differ from its base.
 DELTA_KEYS = "_delta_keys"
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def step_name(directory_name: str) -> str:
@@ -86,42 +85,29 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def lock_held(directory: Path) -> bool:
-    """Whether a Forge task holds the ``flock`` of ``directory`` right now.
-
-    Probes with a shared, non-blocking lock that is released at once, so a running task
-    is never disturbed and a crashed one (whose lock vanished with it) reads as free.
-    """
+def read_stored_config(path: Path) -> tuple[dict[str, Any], str | None]:
+    """A stored config (through the capped safe loader) and None, or ``({}, why)``."""
+    if not path.is_file():
+        return {}, MISSING
     try:
-        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as err:
-        return err.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+        return load_yaml_file(path, what="stored config"), None
+    except ConfigError as err:
+        return {}, f"{path.name}: {err}"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def stored_text(path: Path) -> str:
+    """A stored text file for display: its text, or a note saying why it cannot be shown."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"(no {path.name}: the run stopped before writing it)\n"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"(damaged {path.name}: {err})\n"
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    except (OSError, yaml.YAMLError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """A stored config, or ``{}`` when it is missing or damaged."""
+    return read_stored_config(path)[0]
 
 
 def _read_digest(directory: Path) -> str | None:
@@ -131,24 +117,20 @@ def _read_digest(directory: Path) -> str | None:
         return None
 
 
-def experiment_id(root: Path, rel: str, run: dict[str, Any]) -> str:
+def experiment_id(root: Path, rel: str, run: RunRecord) -> str:
     """A stable 12-hex id: the hash of the data, model and train digests (content identity).
 
     Falls back to the hash of the relative path when a digest is missing (a crash before
     the step claimed its directory).
     """
     directory = root / rel
-    digests = run.get("digests") or {}
-    parts = [
-        digests.get("data") or _read_digest(directory.parent.parent),
-        digests.get("model") or _read_digest(directory.parent),
-        digests.get("train") or _read_digest(directory),
-    ]
+    folders = {"data": directory.parent.parent, "model": directory.parent, "train": directory}
+    parts = [run.digests.get(s) or _read_digest(folders[s]) for s in TRAIN_SECTIONS]
     basis = "/".join(parts) if all(parts) else f"path:{rel}"  # type: ignore[arg-type]
     return hashlib.sha256(basis.encode()).hexdigest()[:12]
 
 
-def _evaluations(directory: Path) -> list[dict[str, Any]]:
+def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
     evals: list[dict[str, Any]] = []
     try:
         entries = sorted(
@@ -160,23 +142,25 @@ def _evaluations(directory: Path) -> list[dict[str, Any]]:
     for entry in entries:
         path = Path(entry.path)
         done = (path / SUCCESS).is_file()
-        record = _read_json(path / "metrics.json") if done else {}
+        record = EvalRecord.read(path) if done else EvalRecord()
+        if done and record.damage:
+            damage.append(f"{EVAL_DIR}/{entry.name}/{record.damage}")
         evals.append(
             {
                 "name": entry.name,
                 "status": "done" if done else ("running" if lock_held(path) else "incomplete"),
-                "split": record.get("split"),
-                "checkpoint": record.get("checkpoint"),
-                "metrics": record.get("metrics") or {},
+                "split": record.split,
+                "checkpoint": record.checkpoint,
+                "metrics": dict(record.metrics),
             }
         )
     return evals
 
 
 def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) -> dict[str, Any]:
-    stored = _read_json(directory / "model" / "best.json")
-    if stored.get("value") is not None:
-        return {"metric": stored.get("monitor"), "value": stored["value"], "epoch": stored["epoch"]}
+    stored = BestRecord.read(directory)
+    if stored.ok and stored.value is not None:
+        return {"metric": stored.monitor, "value": stored.value, "epoch": stored.epoch}
     monitor = train.get("monitor", "val_loss")
     mode = train.get("mode", "min")
     scored = [r for r in rows if monitor in r]
@@ -187,12 +171,14 @@ def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) 
     return {"metric": monitor, "value": row[monitor], "epoch": int(row.get("epoch", 0))}
 
 
-def _status(directory: Path, run: dict[str, Any]) -> str:
+def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
+    if lock_held(directory) and not (directory / SUCCESS).is_file():
+        return "running"
+    if damage:
+        return "damaged"
     if (directory / SUCCESS).is_file():
         return "done"
-    if lock_held(directory):
-        return "running"
-    if run.get("status") == "failed":
+    if run.status == "failed":
         return "failed"
     return "incomplete"
 
@@ -223,19 +209,27 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     """
     started = time.time_ns()
     directory = root / rel
-    run = _read_json(directory / RUN_FILE)
-    config = read_config(directory / CONFIG_FILE)
+    damage: list[str] = []
+    run = RunRecord.read(directory)
+    config, config_damage = read_stored_config(directory / CONFIG_FILE)
+    done = (directory / SUCCESS).is_file()
+    for name, why in ((RUN_FILE, run.damage), (CONFIG_FILE, config_damage)):
+        if why == MISSING:  # only damage once the experiment claims to be complete
+            if done:
+                damage.append(f"{name} is missing")
+        elif why is not None:
+            damage.append(why)
     train: dict[str, Any] = config["train"] if isinstance(config.get("train"), dict) else {}
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
     rows = read_metrics(directory / METRICS_FILE)
-    evals = _evaluations(directory)
-    status = _status(directory, run)
+    evals = _evaluations(directory, damage)
+    status = _status(directory, run, damage)
     metrics: dict[str, Any] = {}
     for ev in evals:
         for name, value in ev["metrics"].items():
             metrics.setdefault(f"{ev['split']}.{name}", value)
     parts = rel.split("/")
-    git = run.get("git") or {}
+    git = run.git
     eval_names = [e["name"] for e in evals]
     sig = record_signature(str(directory), eval_names)
     return {
@@ -244,7 +238,7 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "data": step_name(parts[0]),
         "model": step_name(parts[1]),
         "train": step_name(parts[2]),
-        "framework": model.get("framework") or run.get("framework"),
+        "framework": model.get("framework") or run.framework,
         "status": status,
         "epochs": max((int(r.get("epoch", 0)) for r in rows), default=0),
         "epochs_total": train.get("epochs"),
@@ -254,15 +248,16 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "eval_names": eval_names,
         "config": flatten(config),
         "run": {
-            "start": run.get("start"),
-            "end": run.get("end"),
-            "duration_s": run.get("duration_s"),
-            "host": run.get("host"),
+            "start": run.start,
+            "end": run.end,
+            "duration_s": run.duration_s,
+            "host": run.host,
             "git_commit": git.get("commit"),
             "git_dirty": git.get("dirty"),
-            "error": run.get("error"),
+            "error": run.error,
         },
-        "code": run.get("code") or {},
+        "code": run.code,
+        "damage": "; ".join(damage) or None,
         "sig": sig,
         "volatile": status != "done" or (not settled and max(sig) >= started - RACY_NS),
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, run_luigi
+
+from tests.support import CONFIGS, run_luigi
 
 
 @pytest.mark.parametrize(

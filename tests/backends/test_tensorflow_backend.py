@@ -16,14 +16,13 @@ from tasks.backends.base import TrainSettings
 from tasks.data.h5store import BatchStream, DataMeta, read_meta, write_splits
 from tasks.errors import ConfigError, CorruptArtifactError
 from tasks.registry import get_entry
+from tests.support import REPO
 
 # Checked without importing TensorFlow, so the backend's quieting of its start-up logs applies.
 pytestmark = [
     pytest.mark.tensorflow,
     pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow"),
 ]
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks.cli.app import app
-from tasks.cli.index import INDEX_DIR
+from tasks.store.names import INDEX_DIR
+from tests.support import CONFIGS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
 MOONS = CONFIGS / "data" / "moons.yaml"
 MODELS = {
     "torch": CONFIGS / "model" / "mlp_torch.yaml",

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from forge_support import Trained, copy_results, forge, invoke, listing, trained
 
-from tasks.cli.catalog import load_catalog
+from tasks.store.catalog import load_catalog
+from tests.cli.forge_support import Trained, copy_results, forge, invoke, listing, trained
 
 
 @pytest.fixture(scope="module")

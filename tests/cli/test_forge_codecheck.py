@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks import registry
-from tasks.cli.codecheck import static_fingerprint
+from tasks.store.codecheck import static_fingerprint
 
 
 def test_static_fingerprint_matches_every_registered_entry() -> None:

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from forge_support import FRAMEWORK_PARAMS, Trained, invoke, listing, trained
+
+from tests.cli.forge_support import FRAMEWORK_PARAMS, Trained, invoke, listing, trained
 
 
 @pytest.fixture(scope="module")

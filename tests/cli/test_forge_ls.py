@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from forge_support import (
+
+from tasks.store.catalog import load_catalog
+from tasks.store.names import INDEX_FILE
+from tests.cli.forge_support import (
     MODELS,
     MOONS,
     REPO,
@@ -24,9 +27,6 @@ from forge_support import (
     run_luigi,
     trained,
 )
-
-from tasks.cli.catalog import load_catalog
-from tasks.cli.index import INDEX_FILE
 
 
 @pytest.fixture(scope="module")

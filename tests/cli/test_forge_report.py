@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from forge_support import Trained, forge, invoke, listing, trained
+
+from tests.cli.forge_support import Trained, forge, invoke, listing, trained
 
 
 @pytest.fixture(scope="module")

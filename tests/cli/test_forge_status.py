@@ -7,7 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from forge_support import (
+
+from tests.cli.forge_support import (
     FRAMEWORK_PARAMS,
     MODELS,
     MOONS,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tasks.config.resolve import resolve_section
 from tasks.errors import ConfigError
-from tasks.layout import child_dir
+from tasks.store.layout import child_dir
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 PROFILE = settings(

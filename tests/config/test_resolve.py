@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, write_yaml
 
 from tasks.config.resolve import format_overrides, parse_overrides, resolve_section
 from tasks.errors import ConfigError, RegistryError
+from tests.support import CONFIGS, write_yaml
 
 
 def test_builtin_defaults_equal_the_shipped_default_files() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_yaml
 
 from tasks.config.yamlio import MAX_ALIASES, load_yaml_file
 from tasks.errors import ConfigError
+from tests.support import write_yaml
 
 
 def test_python_tags_are_refused(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import (
+
+from tests.support import (
     CONFIGS,
     FRAMEWORKS,
     MODEL_CONFIGS,

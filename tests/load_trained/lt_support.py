@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, run_luigi
+
+from tests.support import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, run_luigi
 
 PLUGIN_MODULE = "forge_lt_plugin"
 PLUGIN_SOURCE = '''"""Test plugin: a tiny builder per framework, registered under "lt_tiny"."""
@@ -134,13 +135,23 @@ print(json.dumps({
 
 
 def load_in_subprocess(
-    experiment: Path, *, cwd: Path, env: dict[str, str] | None = None, code_free: bool = False
+    experiment: Path,
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    code_free: bool = False,
+    check: bool = True,
 ) -> dict[str, Any]:
-    """Load ``experiment`` in a fresh Python from ``cwd``; its predictions vs Evaluate's."""
+    """Load ``experiment`` in a fresh Python from ``cwd``; its predictions vs Evaluate's.
+
+    With ``check=False`` a failed load returns ``{"error": <stderr tail>}`` instead.
+    """
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, str(experiment), "1" if code_free else "0"],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    if not check and proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -15,18 +15,18 @@ from pathlib import Path
 import luigi
 import numpy as np
 import pytest
-from conftest import CONFIGS, FRAMEWORKS, MODEL_CONFIGS
-from lt_support import (
+
+from pipelines import LoadTrained
+from tasks import ConfigError, CorruptArtifactError, ExperimentNotFoundError
+from tasks.experiment import Experiment
+from tests.load_trained.lt_support import (
     PLUGIN_MODULE,
     Trained,
     framework_available,
     load_in_subprocess,
     make_trained,
 )
-
-from pipelines import LoadTrained
-from tasks import ConfigError, CorruptArtifactError, ExperimentNotFoundError
-from tasks.experiment import StoredExperiment
+from tests.support import CONFIGS, FRAMEWORKS, MODEL_CONFIGS
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_code_free_matches_the_full_model(trained: Trained) -> None:
         LoadTrained(trained.builtin, checkpoint="last", code_free=True).model  # noqa: B018
 
 
-def test_unimportable_builder_falls_back_to_the_export(trained: Trained, tmp_path: Path) -> None:
+def test_unimportable_builder_never_falls_back_silently(trained: Trained, tmp_path: Path) -> None:
     moved = tmp_path / "results"
     shutil.copytree(trained.results, moved)
     experiment = moved / trained.plugin.relative_to(trained.results)
@@ -132,14 +132,12 @@ def test_unimportable_builder_falls_back_to_the_export(trained: Trained, tmp_pat
     renamed = tmp_path / "renamed"
     shutil.copytree(trained.plugin_dir, renamed)
     (renamed / f"{PLUGIN_MODULE}.py").rename(renamed / "forge_lt_plugin_v2.py")
-    env = {**trained.plugin_env(), "PYTHONPATH": str(renamed)}
-    out = load_in_subprocess(experiment, cwd=tmp_path, env=env)
-    assert out["diff"] <= 1e-5
-    assert any(
-        w.startswith("ExportFallbackWarning") and PLUGIN_MODULE in w for w in out["warnings"]
-    ), out["warnings"]
-    out = load_in_subprocess(experiment, cwd=tmp_path, env={"FORGE_PLUGINS": ""})
-    assert out["diff"] <= 1e-5 and any("lt_tiny" in w for w in out["warnings"])
+    for env in ({**trained.plugin_env(), "PYTHONPATH": str(renamed)}, {"FORGE_PLUGINS": ""}):
+        refused = load_in_subprocess(experiment, cwd=tmp_path, env=env, check=False)
+        assert "ExperimentError" in refused.get("error", ""), refused
+        assert "code_free=True" in refused["error"]
+        out = load_in_subprocess(experiment, cwd=tmp_path, env=env, code_free=True)
+        assert out["diff"] <= 1e-5 and not out["warnings"]
 
 
 def test_edited_builder_source_warns_about_code_drift(trained: Trained, tmp_path: Path) -> None:
@@ -177,7 +175,7 @@ def test_prefix_and_not_found_errors(trained: Trained) -> None:
     exp = LoadTrained(str(trained.builtin)[:-3])
     assert exp.directory == trained.builtin.resolve()
     wrong = trained.builtin.with_name("default-00000000")
-    with pytest.raises(ExperimentNotFoundError, match="closest finished experiments") as err:
+    with pytest.raises(ExperimentNotFoundError, match="closest experiments") as err:
         LoadTrained(wrong)
     assert str(trained.builtin.resolve()) in str(err.value)
     with pytest.raises(ExperimentNotFoundError, match="matches 2 experiments"):
@@ -204,22 +202,27 @@ def test_from_configs_finds_the_trained_experiment(trained: Trained) -> None:
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_luigi_build_trains_a_missing_experiment(framework: str, tmp_path: Path) -> None:
+def test_from_configs_builds_only_when_asked(framework: str, tmp_path: Path) -> None:
     framework_available(framework)
-    task = LoadTrained(
-        data_config=str(CONFIGS / "data" / "digits.yaml"),
-        model_config=str(MODEL_CONFIGS[framework]),
-        overrides="train.epochs=1 model.params.hidden=[16]",
-        results_dir=str(tmp_path / "results"),
-    )
-    assert not task.complete()
-    with pytest.raises(ExperimentNotFoundError):
-        task.model  # noqa: B018
-    assert luigi.build([task], local_scheduler=True)
-    assert task.complete() and (task.directory / "model").is_dir()
-    x, _ = task.data("test")
-    assert task.predict(x).shape == (len(x), 10)
-    assert [row["epoch"] for row in task.metrics] == [1]
+    configs = {
+        "data_config": CONFIGS / "data" / "digits.yaml",
+        "model_config": MODEL_CONFIGS[framework],
+        "overrides": "train.epochs=1 model.params.hidden=[16]",
+        "results_dir": tmp_path / "results",
+    }
+    with pytest.raises(ExperimentNotFoundError, match="build=True"):
+        LoadTrained.from_configs(**configs)
+    assert not (tmp_path / "results").exists()  # looking never trains nor writes
+    exp = LoadTrained.from_configs(**configs, build=True)
+    assert exp.complete and (exp.directory / "model").is_dir()
+    assert not isinstance(exp, luigi.Task)  # a plain experiment object
+    x, _ = exp.data("test")
+    assert exp.predict(x).shape == (len(x), 10)
+    assert [row["epoch"] for row in exp.metrics] == [1]
+    attempts = (exp.directory / "runs.jsonl").read_text().splitlines()
+    again = LoadTrained.from_configs(**configs, build=True)  # reused, not trained again
+    assert again.directory == exp.directory
+    assert (exp.directory / "runs.jsonl").read_text().splitlines() == attempts
 
 
 # -- safety ------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ def test_pickled_weights_or_checkpoint_is_refused(
     trained: Trained, tmp_path: Path, which: str | int
 ) -> None:
     experiment = copy_results(trained, tmp_path / "results")
-    target = StoredExperiment(experiment).weights_path(which)
+    target = Experiment(experiment).weights_path(which)
     sentinel = tmp_path / "sentinel"
     target.write_bytes(hostile_pickle(sentinel))
     with pytest.raises(CorruptArtifactError, match=target.name):
@@ -260,7 +263,7 @@ def test_pickled_weights_or_checkpoint_is_refused(
 
 def test_truncated_weights_name_the_file(trained: Trained, tmp_path: Path) -> None:
     experiment = copy_results(trained, tmp_path / "results")
-    target = StoredExperiment(experiment).weights_path("best")
+    target = Experiment(experiment).weights_path("best")
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     with pytest.raises(CorruptArtifactError, match=target.name):
         LoadTrained(experiment).model  # noqa: B018
@@ -319,7 +322,7 @@ def _eval_in_shape(path: Path, sentinel: Path) -> None:
 @pytest.mark.parametrize("attack", [_pickled_weight, _eval_in_shape], ids=["pickle", "sympify"])
 def test_hostile_torch_export_is_refused(trained: Trained, tmp_path: Path, attack: object) -> None:
     experiment = copy_results(trained, tmp_path / "results")
-    export = StoredExperiment(experiment).export_path()
+    export = Experiment(experiment).export_path()
     assert export is not None
     control_file = Path(shutil.copy(export, tmp_path / "control.pt2"))
     sentinel = tmp_path / "sentinel"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO
 from nbclient import NotebookClient
+
+from tests.support import REPO
 
 NOTEBOOK = REPO / "examples" / "notebook.ipynb"
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, write_yaml
 
 from tasks.backends.base import TrainSettings
 from tasks.config.resolve import resolve_section
 from tasks.data.h5store import BatchStream, read_meta, write_splits
 from tasks.registry import get_entry, register_objective
+from tests.support import CONFIGS, write_yaml
 
 
 @register_objective("dropout_probe", framework="tensorflow")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FRAMEWORKS, REPO, experiment_dirs, run_luigi, write_yaml
 
 from tasks.registry import load_plugins
+from tests.support import FRAMEWORKS, REPO, experiment_dirs, run_luigi, write_yaml
 
 pytestmark = pytest.mark.slow
 

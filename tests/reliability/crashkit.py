@@ -21,12 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
-MODEL_CONFIGS = {
-    "torch": CONFIGS / "model" / "mlp_torch.yaml",
-    "tensorflow": CONFIGS / "model" / "mlp_tf.yaml",
-}
+from tests.support import CONFIGS, MODEL_CONFIGS, REPO
+
 TMP_PATTERN = re.compile(r"^\.tmp-\d+-[0-9a-f]{8}-")
 _EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+) ")
 _RESUME_LINE = re.compile(r"resuming from checkpoint \S+ \(epoch (\d+)\)")

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from crashkit import CONFIGS, REPO, luigi_argv, run_luigi_to_end, train_args
+
+from tests.reliability.crashkit import CONFIGS, REPO, luigi_argv, run_luigi_to_end, train_args
 
 CASES_DIR = Path(__file__).parent / "bad_inputs"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "case.yaml").is_file())
@@ -264,7 +265,7 @@ def _run(case: Case, extra: tuple[str, ...] = ()) -> tuple[int, str]:
     env = {"LUIGI_CONFIG_PATH": str(REPO / "luigi.cfg")}
     import subprocess
 
-    from crashkit import cli_env
+    from tests.reliability.crashkit import cli_env
 
     proc = subprocess.run(
         [*prefix, *luigi_argv(case.spec["task"], [*_args(case), *extra], case.results)],

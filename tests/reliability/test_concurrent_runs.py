@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-from crashkit import (
+
+from tests.reliability.crashkit import (
     check_checkpoints_load,
     checkpoint_committed,
     experiment_dir,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from crashkit import (
+
+from tests.reliability.crashkit import (
     MODEL_CONFIGS,
     Running,
     check_checkpoints_load,

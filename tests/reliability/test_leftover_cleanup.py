@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from crashkit import (
+
+from tests.reliability.crashkit import (
     checkpoint_committed,
     experiment_dir,
     run_luigi_to_end,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from crashkit import (
+
+from tests.reliability.crashkit import (
     committed_epochs,
     experiment_dir,
     load_weights_file,

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from crashkit import (
+
+from tests.reliability.crashkit import (
     check_checkpoints_load,
     checkpoint_committed,
     committed_epochs,

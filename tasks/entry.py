@@ -1,0 +1,123 @@
+"""What Forge's entry points change about the process, and nothing else does.
+
+Importing the library (``tasks``, its backends) changes nothing global. The two entry
+points own their side effects: ``pipelines`` (what ``luigi --module pipelines`` imports)
+calls :func:`setup_luigi_command`, and the ``forge`` command calls
+:func:`setup_forge_command`. They set:
+
+* Luigi's ``[retcode]`` codes, so a failed task exits non-zero even where no ``luigi.cfg``
+  says so;
+* the one-line error filter: Luigi logs every exception with its traceback, but for a
+  :class:`ForgeError` (bad config, bad data, missing framework, ...) the message already
+  says what is wrong and how to fix it, so the traceback is dropped unless the user asked
+  for ``--log-level DEBUG``;
+* quiet frameworks: TensorFlow's start-up messages off (set before a task imports it), and
+  h5py's destructor noise after a failed write (already reported once) dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from tasks.errors import ForgeError
+from tasks.settings import ensure_retcodes
+
+__all__ = ["install", "quiet_frameworks", "setup_forge_command", "setup_luigi_command"]
+
+
+def _debug_requested() -> bool:
+    """Whether the user asked for DEBUG output.
+
+    ``luigi --log-level DEBUG`` sets the level of Luigi's ``luigi-interface`` logger, not
+    the root logger's, so both are asked.
+    """
+    return any(
+        logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in ("luigi-interface", "")
+    )
+
+
+class _ForgeErrorFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ForgeError) and not _debug_requested():
+            record.msg = f"{type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_installed = False
+
+
+def install() -> None:
+    """Attach the filter to Luigi's loggers (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    for name in ("luigi-interface", "luigi", "luigi.worker"):
+        logging.getLogger(name).addFilter(_ForgeErrorFilter())
+    _installed = True
+
+
+def quiet_frameworks(*_: Any) -> None:
+    """Silence TensorFlow's oneDNN / CUDA / absl start-up messages unless logs are verbose.
+
+    TensorFlow reads these from the environment when it is imported, so this runs before
+    each task starts (a Luigi START event), when the log level is known.
+    """
+    if _debug_requested():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _drop_h5py_teardown_noise() -> None:
+    """After a failed HDF5 write (reported once as a StorageError), h5py objects still
+    referenced by the traceback complain again from their destructors ("Exception ignored
+    in ObjectID.__dealloc__", "decrement id ref count"); drop exactly those messages."""
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable_hook(unraisable: Any) -> None:
+        if "h5py" not in f"{unraisable.object!r} {unraisable.err_msg}":
+            previous_unraisable(unraisable)
+
+    def except_hook(kind: Any, value: Any, tb: Any) -> None:
+        # Cython prints a destructor's traceback through sys.excepthook as well.
+        if "decrement id ref count" not in str(value):
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
+
+
+_entered = False
+
+
+def _setup_common() -> None:
+    global _entered
+    if _entered:
+        return
+    _entered = True
+    install()
+    _drop_h5py_teardown_noise()
+
+
+def setup_luigi_command() -> None:
+    """Side effects for ``luigi --module pipelines`` (idempotent)."""
+    import luigi
+
+    if _entered:
+        return
+    _setup_common()
+    ensure_retcodes()
+    luigi.Task.event_handler(luigi.Event.START)(quiet_frameworks)
+
+
+def setup_forge_command() -> None:
+    """Side effects for the ``forge`` command (idempotent)."""
+    _setup_common()

@@ -1,0 +1,300 @@
+"""Typed records of the JSON files Forge stores, and tolerant readers for them.
+
+A reader never raises on a damaged file: it returns the record with ``damage`` set to a
+one-line reason (``"run.json: not valid JSON (line 3)"``), so that one damaged experiment
+is shown as damaged by ``forge ls`` and the listing goes on. Callers that need the
+record (LoadTrained, Evaluate) turn the damage into one clear error with
+:meth:`Stored.require`. Writers go through :func:`write_json`: atomic, and always valid
+JSON (non-finite floats are stored as ``null``, never as bare ``NaN``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tasks.errors import CorruptArtifactError
+from tasks.store.atomic import atomic_write_text
+from tasks.store.names import BEST_RECORD, EVAL_METRICS_FILE, MODEL_DIR, RUN_FILE
+
+__all__ = [
+    "BestRecord",
+    "EvalRecord",
+    "ExportRecord",
+    "RunRecord",
+    "Stored",
+    "finite_or_none",
+    "json_text",
+    "read_json_object",
+    "write_json",
+]
+
+R = TypeVar("R", bound="Stored")
+# The damage reason of a file that is simply absent (an unfinished step).
+MISSING = "missing"
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = 2) -> str:
+    """``value`` as strict JSON text (one trailing newline); NaN/inf become ``null``."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, value: Any, *, indent: int | None = 2) -> None:
+    """Write ``value`` to ``path`` atomically as strict JSON (see :func:`json_text`)."""
+    atomic_write_text(path, json_text(value, indent=indent))
+
+
+def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The JSON object in ``path`` and None, or ``({}, why)`` when it cannot be used.
+
+    ``why`` is ``"missing"`` for an absent file, else a one-line reason naming the file.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}, MISSING
+    except OSError as err:
+        return {}, f"{path.name}: cannot be read ({err.strerror or err})"
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}, f"{path.name}: not UTF-8 text"
+    except ValueError as err:
+        return {}, f"{path.name}: not valid JSON ({err})"
+    if not isinstance(value, dict):
+        return {}, f"{path.name}: holds a {type(value).__name__}, not a JSON object"
+    return value, None
+
+
+def _typed(raw: Mapping[str, Any], key: str, kinds: tuple[type, ...], problems: list[str]) -> Any:
+    """``raw[key]`` when absent or of one of ``kinds``; else None, with the problem noted."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+        return value
+    problems.append(f"{key!r} is a {type(value).__name__}")
+    return None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Base of the records: the file it came from and what is wrong with it, if anything."""
+
+    path: Path | None = field(default=None, kw_only=True, compare=False)
+    damage: str | None = field(default=None, kw_only=True, compare=False)
+
+    @property
+    def missing(self) -> bool:
+        return self.damage == MISSING
+
+    @property
+    def ok(self) -> bool:
+        return self.damage is None
+
+    def require(self: R) -> R:
+        """This record, or one :class:`CorruptArtifactError` line saying what is wrong.
+
+        Raises:
+            CorruptArtifactError: the file is missing, unreadable or malformed.
+        """
+        if self.damage is None:
+            return self
+        where = self.path if self.path is not None else "a stored record"
+        raise CorruptArtifactError(
+            f"{where} cannot be used ({self.damage}); the experiment is damaged: rerun the "
+            "step that writes it, or remove the folder with `forge rm`"
+        )
+
+    @staticmethod
+    def _damage(name: str, problems: list[str]) -> str | None:
+        return f"{name}: " + ", ".join(problems) if problems else None
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """``run.json``'s ``export``: where the code-free export is, or why it is missing."""
+
+    ok: bool = False
+    file: str | None = None
+    checkpoint: str | int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord(Stored):
+    """``run.json``: the provenance of the last training attempt of an experiment."""
+
+    status: str | None = None
+    start: str | None = None
+    end: str | None = None
+    duration_s: float | None = None
+    host: str | None = None
+    framework: str | None = None
+    seed: int | None = None
+    device: str | None = None
+    error: str | None = None
+    versions: dict[str, Any] = field(default_factory=dict)
+    git: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    export: ExportRecord = field(default_factory=ExportRecord)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def read(cls, directory: Path) -> RunRecord:
+        """The run record of the experiment ``directory``; never raises."""
+        path = Path(directory) / RUN_FILE
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], path: Path | None = None) -> RunRecord:
+        problems: list[str] = []
+        text = (str,)
+        number = (int, float)
+        mappings = {}
+        for key in ("versions", "git", "code", "digests", "export"):
+            value = raw.get(key)
+            if value is not None and not isinstance(value, dict):
+                problems.append(f"{key!r} is a {type(value).__name__}, not a mapping")
+                value = None
+            mappings[key] = dict(value or {})
+        code = {k: v for k, v in mappings["code"].items() if isinstance(v, dict)}
+        if len(code) != len(mappings["code"]):
+            problems.append("'code' has entries that are not mappings")
+        export_raw = mappings["export"]
+        export = ExportRecord(
+            ok=export_raw.get("ok") is True,
+            file=export_raw.get("file") if isinstance(export_raw.get("file"), str) else None,
+            checkpoint=export_raw.get("checkpoint"),
+            error=str(export_raw["error"]) if export_raw.get("error") is not None else None,
+        )
+        record = cls(
+            status=_typed(raw, "status", text, problems),
+            start=_typed(raw, "start", text, problems),
+            end=_typed(raw, "end", text, problems),
+            duration_s=_typed(raw, "duration_s", number, problems),
+            host=_typed(raw, "host", text, problems),
+            framework=_typed(raw, "framework", text, problems),
+            seed=_typed(raw, "seed", (int,), problems),
+            device=_typed(raw, "device", text, problems),
+            error=_typed(raw, "error", text, problems),
+            versions=mappings["versions"],
+            git=mappings["git"],
+            code=code,
+            digests={k: v for k, v in mappings["digests"].items() if isinstance(v, str)},
+            export=export,
+            raw=dict(raw),
+            path=path,
+        )
+        if problems:
+            return dataclasses.replace(record, damage=cls._damage(RUN_FILE, problems))
+        return record
+
+    @staticmethod
+    def write(directory: Path, run: Mapping[str, Any]) -> None:
+        """Write ``run`` as the experiment's ``run.json`` (atomically, strict JSON)."""
+        write_json(Path(directory) / RUN_FILE, dict(run))
+
+
+@dataclass(frozen=True)
+class EvalRecord(Stored):
+    """An evaluation's ``metrics.json``: split, checkpoint, row count and metric values."""
+
+    split: str | None = None
+    checkpoint: str | int | None = None
+    rows: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def read(cls, eval_dir: Path) -> EvalRecord:
+        """The record of the evaluation folder ``eval_dir``; never raises."""
+        path = Path(eval_dir) / EVAL_METRICS_FILE
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        problems: list[str] = []
+        metrics_raw = raw.get("metrics")
+        if metrics_raw is not None and not isinstance(metrics_raw, dict):
+            problems.append(f"'metrics' is a {type(metrics_raw).__name__}, not a mapping")
+            metrics_raw = {}
+        metrics: dict[str, float | None] = {}
+        for name, value in (metrics_raw or {}).items():
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+                metrics[str(name)] = None if value is None else float(value)
+            else:
+                problems.append(f"metric {name!r} is a {type(value).__name__}")
+        checkpoint = raw.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str | int):
+            problems.append(f"'checkpoint' is a {type(checkpoint).__name__}")
+            checkpoint = None
+        rows = raw.get("rows", 0)
+        if not isinstance(rows, int) or isinstance(rows, bool):
+            problems.append(f"'rows' is a {type(rows).__name__}")
+            rows = 0
+        return cls(
+            split=_typed(raw, "split", (str,), problems),
+            checkpoint=checkpoint,
+            rows=rows,
+            metrics=metrics,
+            raw=raw,
+            path=path,
+            damage=cls._damage(EVAL_METRICS_FILE, problems),
+        )
+
+
+@dataclass(frozen=True)
+class BestRecord(Stored):
+    """``model/best.json``: which epoch's weights are the best, by which metric."""
+
+    epoch: int | None = None
+    monitor: str | None = None
+    mode: str | None = None
+    value: float | None = None
+
+    @classmethod
+    def read(cls, experiment_dir: Path) -> BestRecord:
+        """The best-epoch record of an experiment; never raises."""
+        path = Path(experiment_dir) / MODEL_DIR / BEST_RECORD
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        problems: list[str] = []
+        value = _typed(raw, "value", (int, float), problems)
+        return cls(
+            epoch=_typed(raw, "epoch", (int,), problems),
+            monitor=_typed(raw, "monitor", (str,), problems),
+            mode=_typed(raw, "mode", (str,), problems),
+            value=None if value is None else float(value),
+            path=path,
+            damage=cls._damage(BEST_RECORD, problems),
+        )
+
+    def write(self, experiment_dir: Path) -> None:
+        """Write this record as the experiment's ``model/best.json``."""
+        record = {"epoch": self.epoch, "monitor": self.monitor, "mode": self.mode}
+        write_json(
+            Path(experiment_dir) / MODEL_DIR / BEST_RECORD,
+            {**record, "value": self.value},
+            indent=None,
+        )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 import time
@@ -30,7 +29,14 @@ from tasks.registry import get_entry, names
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text
-from tasks.store.checkpoints import best_path, checkpoint_path, commit, committed, prune
+from tasks.store.checkpoints import (
+    best_path,
+    checkpoint_path,
+    commit,
+    committed,
+    improves,
+    prune,
+)
 from tasks.store.drift import code_fingerprints
 from tasks.store.metrics_log import MetricsLog
 from tasks.store.names import (
@@ -80,15 +86,6 @@ def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
     line["pid"] = os.getpid()
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
         fh.write(json_text(line, indent=None))
-
-
-def _improves(value: float, best: float | None, mode: str) -> bool:
-    """Whether ``value`` beats ``best`` (a NaN never does, and is always beaten)."""
-    if math.isnan(value):
-        return best is None
-    if best is None or math.isnan(best):
-        return True
-    return value < best if mode == "min" else value > best
 
 
 class _Progress:
@@ -317,7 +314,7 @@ class Train(TrainParams, ForgeTask):
             writer.add_scalars(epoch, logs)
             value = float(logs[monitor])
             current = state["best_value"]
-            improved = _improves(value, current, mode)
+            improved = improves(value, current, mode)
             if improved:
                 with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
                     session.save_weights(tmp)

@@ -230,7 +230,8 @@ def find_experiment(
     target = given.resolve()
     matches: dict[Path, bool] = {}  # folder → exact match
     seen: list[Path] = []
-    for root in _search_roots(target, results_dir):
+    roots = _search_roots(target, results_dir)
+    for root in roots:
         for record in load_catalog(root, write=write_index).records:
             folder = root / record["path"]
             seen.append(folder)
@@ -248,9 +249,9 @@ def find_experiment(
         return next(iter(matches))
     if not matches:
         raise ExperimentNotFoundError(
-            f"{text!r} is neither an experiment folder nor a prefix of one's path or id "
-            "(see `forge ls`; pass the results directory if it is elsewhere); "
-            + _closest(str(target), seen)
+            f"no experiment {text!r} in {', '.join(map(str, roots))}: give an experiment "
+            "folder, or a prefix of an id or path that `forge ls` shows (pass the results "
+            "directory if it is elsewhere); " + _closest(str(target), seen)
         )
     shown = "\n  ".join(str(p) for p in sorted(matches)[:_SHOWN])
     raise AmbiguousExperimentError(

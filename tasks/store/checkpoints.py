@@ -9,6 +9,7 @@ cleans. The best weights so far are kept as ``best-0002.<ext>`` next to them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 from tasks.store.atomic import atomic_write_text
 from tasks.store.names import CHECKPOINT_DIR
 
-__all__ = ["CHECKPOINT_DIR", "CheckpointInfo", "best_path", "checkpoint_path", "committed", "prune"]
+__all__ = [
+    "CheckpointInfo",
+    "best_path",
+    "checkpoint_path",
+    "commit",
+    "committed",
+    "improves",
+    "prune",
+]
 
 _PATTERN = re.compile(r"^epoch-(\d+)\.json$")
 _BEST = re.compile(r"^best-(\d+)\.")
@@ -95,3 +104,16 @@ def prune(directory: Path, *, after: int | None = None, keep_best: int | None = 
                 entry.unlink(missing_ok=True)
         elif epoch_match and after is not None and int(epoch_match.group(1)) > after:
             entry.unlink(missing_ok=True)
+
+
+def improves(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` of the monitored metric beats ``best`` so far (``mode`` min/max).
+
+    A NaN never beats anything but "nothing yet", and anything beats a NaN, so a run
+    whose first epoch diverged can still keep a later, real best.
+    """
+    if math.isnan(value):
+        return best is None
+    if best is None or math.isnan(best):
+        return True
+    return value < best if mode == "min" else value > best

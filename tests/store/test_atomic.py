@@ -1,0 +1,57 @@
+"""Atomic writes: a file appears complete or not at all; leftovers of dead writers are
+cleaned, and nothing a user put there is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import StorageError
+from tasks.store.atomic import atomic_dir, atomic_path, atomic_write_text, clean_leftovers
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    dest = tmp_path / "f.txt"
+    atomic_write_text(dest, "old")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert dest.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_atomic_dir_replaces_an_earlier_attempt(tmp_path: Path) -> None:
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "stale").write_text("x")
+    with atomic_dir(dest) as tmp:
+        (tmp / "fresh").write_text("y")
+    assert sorted(p.name for p in dest.iterdir()) == ["fresh"]
+
+
+def test_write_errors_become_one_storage_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(StorageError, match="writing"):
+        atomic_write_text(blocked / "sub" / "x.txt", "data")
+
+
+def test_leftovers_of_dead_writers_only_are_cleaned(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    ours = tmp_path / f".tmp-{os.getpid()}-0123abcd-weights.pt"
+    theirs = tmp_path / "checkpoints" / f".tmp-{pid}-89abcdef-epoch-0001.pt"
+    user = tmp_path / ".tmp-2024-notes.txt"
+    nested_step = tmp_path / "eval" / "default-1234" / f".tmp-{pid}-89abcdef-x"
+    for path in (ours, theirs, user, nested_step):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    (nested_step.parent / ".digest").write_text("d\n")
+    removed = clean_leftovers(tmp_path)
+    assert removed == [theirs]
+    assert ours.exists() and user.exists() and nested_step.exists()

@@ -106,3 +106,25 @@ def args_for(
     if train is not None:
         out += ["--train-config", str(train)]
     return [*out, *extra]
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from tasks.store.lock import FolderLock
+with FolderLock.of(Path(sys.argv[1])).hold():
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock_elsewhere(folder: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding ``folder``'s Forge lock for ``seconds`` (returns once held)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(folder), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc

@@ -303,8 +303,12 @@ def _confirm_and_delete(items: list[Any], root: Path, yes: bool, what: str) -> N
     if not yes and not typer.confirm("delete these?", default=False):
         typer.echo("nothing deleted")
         raise typer.Exit(1)
-    delete(items)
-    typer.echo(f"deleted {len(items)} item(s)")
+    skipped = delete(items)
+    for item in skipped:
+        typer.echo(f"skipped {item.path}: a run started or finished it meanwhile", err=True)
+    typer.echo(f"deleted {len(items) - len(skipped)} item(s)")
+    if skipped:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -7,14 +7,15 @@ live process holds is never touched, nor is anything a user put into the results
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.errors import AlreadyRunningError, StorageError
-from tasks.store.atomic import TMP_PREFIX
-from tasks.store.lock import lock_held
+from tasks.store.atomic import TMP_PREFIX, temporary_writer
+from tasks.store.lock import FolderLock, lock_held
 from tasks.store.names import DIGEST_FILE, SUCCESS
 from tasks.store.summary import Record
 
@@ -28,6 +29,8 @@ class Doomed:
     path: Path
     why: str
     size: int
+    # Planned because the step was incomplete: if it completed meanwhile, keep it.
+    only_if_incomplete: bool = False
 
 
 def _size(path: Path) -> int:
@@ -62,12 +65,10 @@ def plan_rm(root: Path, record: Record) -> list[Doomed]:
 
 
 def _tmp_owner_dead(name: str) -> int | None:
-    """The pid of a dead writer of ``.tmp-<pid>-…``, else None (alive, ours or unknown)."""
-    pid_text = name[len(TMP_PREFIX) :].split("-", 1)[0]
-    if not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    if pid == os.getpid():
+    """The pid of a dead writer of a Forge temporary, else None (alive, ours, or not a
+    name Forge generates)."""
+    pid = temporary_writer(name)
+    if pid is None or pid == os.getpid():
         return None
     try:
         os.kill(pid, 0)
@@ -114,9 +115,8 @@ def plan_gc(root: Path) -> list[Doomed]:
                 and not _has_complete_step(path)
             ):
                 level = {0: "data", 1: "model", 2: "experiment", 4: "evaluation"}[depth]
-                doomed.append(
-                    Doomed(path, f"incomplete {level} step (crashed or failed run)", _size(path))
-                )
+                why = f"incomplete {level} step (crashed or failed run)"
+                doomed.append(Doomed(path, why, _size(path), only_if_incomplete=True))
             else:
                 keep.append(name)
         dirs[:] = keep
@@ -146,17 +146,42 @@ def describe_size(size: int) -> str:
     return f"{size} B"
 
 
-def delete(items: list[Doomed]) -> None:
+def _step_folders(path: Path) -> list[Path]:
+    """``path`` and the step folders inside it (evaluations), when it is a step folder."""
+    if path.is_symlink() or not (path / DIGEST_FILE).is_file():
+        return []
+    return [path, *(p for p in sorted(path.glob("eval/*")) if (p / DIGEST_FILE).is_file())]
+
+
+def delete(items: list[Doomed]) -> list[Doomed]:
     """Delete the planned items (those already gone are skipped).
+
+    A step folder is deleted only while its lock (and its evaluations' locks) are held,
+    taken after the confirmation: a run that started in between is never pulled from
+    under it, and is skipped instead. Markers go first, so a folder whose deletion fails
+    half-way never looks complete.
+
+    Returns:
+        The items skipped because a run holds them now (or completed them meanwhile).
 
     Raises:
         StorageError: something could not be deleted.
     """
+    skipped: list[Doomed] = []
     for item in items:
         try:
             if item.path.is_dir() and not item.path.is_symlink():
-                shutil.rmtree(item.path)
+                with contextlib.ExitStack() as stack:
+                    folders = _step_folders(item.path)
+                    held = all(stack.enter_context(FolderLock.of(f).try_hold()) for f in folders)
+                    if not held or (item.only_if_incomplete and (item.path / SUCCESS).exists()):
+                        skipped.append(item)
+                        continue
+                    for folder in reversed(folders):
+                        (folder / SUCCESS).unlink(missing_ok=True)
+                    shutil.rmtree(item.path)
             elif item.path.exists() or item.path.is_symlink():
                 item.path.unlink()
         except OSError as err:
             raise StorageError(f"deleting {item.path} failed: {err.strerror or err}") from err
+    return skipped

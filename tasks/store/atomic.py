@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_text",
     "clean_leftovers",
     "storage_errors",
+    "temporary_writer",
 ]
 
 TMP_PREFIX = ".tmp-"
@@ -131,6 +132,13 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def temporary_writer(name: str) -> int | None:
+    """The writer's pid when ``name`` is a temporary Forge created (``.tmp-<pid>-<8 hex>-…``),
+    else None: a user's ``.tmp-2024-notes.txt`` is not Forge's."""
+    match = _TMP_NAME.match(name)
+    return int(match.group(1)) if match else None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,30 +10,11 @@ import pytest
 
 from tasks.errors import AlreadyRunningError
 from tasks.store.lock import FolderLock, lock_held
-
-HOLD = """
-import sys, time
-from pathlib import Path
-from tasks.store.lock import FolderLock
-with FolderLock.of(Path(sys.argv[1])).hold():
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-"""
-
-
-def _holder(folder: Path, seconds: float) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder), str(seconds)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    return proc
+from tests.support import hold_lock_elsewhere
 
 
 def test_another_process_holding_the_lock_is_seen_and_waited_for(tmp_path: Path) -> None:
-    proc = _holder(tmp_path, 60)
+    proc = hold_lock_elsewhere(tmp_path, 60)
     try:
         assert lock_held(tmp_path)
         with pytest.raises(AlreadyRunningError, match=str(tmp_path)):
@@ -53,7 +32,7 @@ def test_another_process_holding_the_lock_is_seen_and_waited_for(tmp_path: Path)
 
 
 def test_hold_waits_until_the_holder_is_done(tmp_path: Path) -> None:
-    proc = _holder(tmp_path, 0.5)
+    proc = hold_lock_elsewhere(tmp_path, 0.5)
     waited: list[bool] = []
     start = time.monotonic()
     with FolderLock.of(tmp_path).hold(timeout=30, on_wait=lambda: waited.append(True)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import DataMeta, read_meta
 from tasks.errors import ConfigError
+from tasks.jsonio import dumps_json
 from tasks.layout import DATA_FILE
 from tasks.prepare_data import PrepareData
 from tasks.registry import get_entry
@@ -101,7 +101,7 @@ class BuildModel(ModelParams, ForgeTask):
             "parameters": _parameter_count(model),
             "architecture": _architecture(model),
         }
-        atomic_write_text(directory / "model.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(directory / "model.json", dumps_json(summary, indent=2) + "\n")
         logger.info(
             "built %s model %r (%s parameters)", backend.name, entry.name, summary["parameters"]
         )

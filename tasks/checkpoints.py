@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_text
+from tasks.jsonio import dumps_json
 
 __all__ = ["CHECKPOINT_DIR", "CheckpointInfo", "best_path", "checkpoint_path", "committed", "prune"]
 
@@ -45,7 +46,7 @@ def commit(directory: Path, epoch: int, suffix: str, bookkeeping: dict[str, Any]
     """Mark the checkpoint of ``epoch`` as complete by writing its sidecar."""
     sidecar = directory / CHECKPOINT_DIR / f"epoch-{epoch:04d}.json"
     record = {"epoch": epoch, "file": checkpoint_path(directory, epoch, suffix).name, **bookkeeping}
-    atomic_write_text(sidecar, json.dumps(record) + "\n")
+    atomic_write_text(sidecar, dumps_json(record) + "\n")
 
 
 def committed(directory: Path) -> list[CheckpointInfo]:

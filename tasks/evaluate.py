@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, read_split
 from tasks.errors import ConfigError
 from tasks.experiment import StoredExperiment
+from tasks.jsonio import dumps_json
 from tasks.metrics import LOSS_METRIC
 from tasks.outputs import named_outputs, primary_output
 from tasks.registry import Entry, get_entry
@@ -107,7 +107,7 @@ class Evaluate(EvalParams, ForgeTask):
             "metrics": metrics,
             "code": code,
         }
-        atomic_write_text(directory / "metrics.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(directory / "metrics.json", dumps_json(record, indent=2) + "\n")
         atomic_write_text(directory / "eval.yaml", dump_yaml(cfg))
         with atomic_path(directory / "predictions.h5") as tmp:
             _write_predictions(tmp, outputs, arrays)

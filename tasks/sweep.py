@@ -46,6 +46,7 @@ from tasks.config.resolve import digest_of
 from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
 from tasks.errors import ConfigError, ForgeError, SweepError
 from tasks.evaluate import Evaluate
+from tasks.jsonio import dumps_json
 from tasks.layout import SUCCESS
 from tasks.settings import forge
 from tasks.sweep_summary import build_rows, write_summary
@@ -234,7 +235,7 @@ class SweepShard(SweepParams, luigi.Task, metaclass=_FreshInstances):
         shard_file = plan.directory / SHARDS_DIR / f"{self.index:04d}-of-{self.count:04d}.json"
         with storage_errors(str(shard_file)):
             shard_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(shard_file, json.dumps(record, indent=2) + "\n")
+            atomic_write_text(shard_file, dumps_json(record, indent=2) + "\n")
         if runner.failures or _recorded_failures(plan):
             write_plan_summary(plan)
         if runner.failures:

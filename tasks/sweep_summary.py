@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.atomic import atomic_write_text
+from tasks.jsonio import dumps_json
 from tasks.layout import SUCCESS
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "SUMMARY_TXT", "format_table", "write_summary"]
@@ -39,7 +40,7 @@ def _text(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, str):
         return value
-    return json.dumps(value)
+    return dumps_json(value)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -92,11 +93,11 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
     writer.writeheader()
     for row in rows:
         writer.writerow(
-            {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in row.items()}
+            {k: v if isinstance(v, str | int | float) else dumps_json(v) for k, v in row.items()}
         )
     atomic_write_text(directory / SUMMARY_CSV, buffer.getvalue())
     atomic_write_text(
-        directory / SUMMARY_JSON, json.dumps({**header, "experiments": rows}, indent=2) + "\n"
+        directory / SUMMARY_JSON, dumps_json({**header, "experiments": rows}, indent=2) + "\n"
     )
     shown = [c for c in columns if c not in ("data", "model", "train", "eval", "error")]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "pending")}

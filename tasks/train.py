@@ -7,7 +7,6 @@ can resume) and counts as complete only when ``_SUCCESS`` is written at the very
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -27,7 +26,8 @@ from tasks.checkpoints import best_path, checkpoint_path, commit, committed, pru
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, TrainingDivergedError
+from tasks.jsonio import dumps_json
 from tasks.layout import CONFIG_FILE, DATA_FILE, METRICS_FILE, PARAMS_FILE, RUN_FILE
 from tasks.metrics_log import MetricsLog
 from tasks.provenance import git_state, package_versions, run_environment
@@ -86,7 +86,7 @@ def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
     line = {k: run.get(k) for k in ("status", "start", "end", "host")}
     line["pid"] = os.getpid()
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(line) + "\n")
+        fh.write(dumps_json(line) + "\n")
 
 
 def _improves(value: float, best: float | None, mode: str) -> bool:
@@ -96,6 +96,27 @@ def _improves(value: float, best: float | None, mode: str) -> bool:
     if best is None or math.isnan(best):
         return True
     return value < best if mode == "min" else value > best
+
+
+def _check_finite(epoch: int, logs: dict[str, float], source: str, lr: float) -> None:
+    """Stop at the first epoch whose losses or metrics are NaN or infinite.
+
+    Both backends report every epoch through ``on_epoch_end``, so this one check covers
+    them; it runs before the epoch is logged or checkpointed.
+
+    Raises:
+        TrainingDivergedError: a logged value is not finite.
+    """
+    bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
+    if not bad:
+        return
+    name = "loss" if "loss" in bad else next(iter(bad))
+    shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+    raise TrainingDivergedError(
+        f"train config {source}: training diverged at epoch {epoch}: metric {name!r} is "
+        f"{bad[name]} ({shown}); lower train.optimizer.lr (now {lr}), clip gradients in an "
+        "objective, or scale the inputs"
+    )
 
 
 class _Progress:
@@ -174,7 +195,7 @@ class Train(TrainParams, ForgeTask):
     def _write_inputs(self, directory: Path) -> None:
         atomic_write_text(directory / CONFIG_FILE, dump_yaml(self.resolved_config()))
         params = {"task": self.task_family, **self.to_str_params()}
-        atomic_write_text(directory / PARAMS_FILE, json.dumps(params, indent=2) + "\n")
+        atomic_write_text(directory / PARAMS_FILE, dumps_json(params, indent=2) + "\n")
 
     def _start_record(self, directory: Path) -> dict[str, Any]:
         git, diff = git_state(Path.cwd())
@@ -197,7 +218,7 @@ class Train(TrainParams, ForgeTask):
             "digests": {level: self.spec[level].digest for level in ("data", "model", "train")},
         }
         self._t0 = time.monotonic()
-        atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+        atomic_write_text(directory / RUN_FILE, dumps_json(run, indent=2) + "\n")
         _log_attempt(directory, run)
         return run
 
@@ -205,7 +226,7 @@ class Train(TrainParams, ForgeTask):
         run["end"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         run["duration_s"] = round(time.monotonic() - self._t0, 3)
         with contextlib.suppress(Exception):  # never mask the training error itself
-            atomic_write_text(directory / RUN_FILE, json.dumps(run, indent=2) + "\n")
+            atomic_write_text(directory / RUN_FILE, dumps_json(run, indent=2) + "\n")
             _log_attempt(directory, run)
 
     # -- training ----------------------------------------------------------------------
@@ -311,6 +332,7 @@ class Train(TrainParams, ForgeTask):
         state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
 
         def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+            _check_finite(epoch, logs, self.spec["train"].source, settings.optimizer["lr"])
             if monitor not in logs:
                 raise ConfigError(
                     f"train config {self.spec['train'].source}: key 'monitor' is {monitor!r}, "
@@ -351,7 +373,7 @@ class Train(TrainParams, ForgeTask):
             "mode": mode,
             "value": state["best_value"],
         }
-        atomic_write_text(directory / MODEL_DIR / "best.json", json.dumps(best_record) + "\n")
+        atomic_write_text(directory / MODEL_DIR / "best.json", dumps_json(best_record) + "\n")
 
     def _export(
         self,

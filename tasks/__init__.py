@@ -29,6 +29,7 @@ from tasks.errors import (
     RegistryError,
     StorageError,
     SweepError,
+    TrainingDivergedError,
 )
 from tasks.evaluate import Evaluate
 from tasks.experiment import Evaluation, Experiment
@@ -62,6 +63,7 @@ __all__ = [
     "Sweep",
     "SweepError",
     "Train",
+    "TrainingDivergedError",
     "register_dataset",
     "register_metric",
     "register_model",

@@ -11,7 +11,8 @@ them all at once and the command line can print them as one clean line::
      ├── ExperimentError          something about a stored experiment is wrong
      │    ├── ExperimentNotFoundError   no finished experiment at that path / for those configs
      │    │    └── AmbiguousExperimentError   a prefix names several experiments
-     │    └── CorruptArtifactError      a weight / checkpoint / export file is truncated or unsafe
+     │    ├── CorruptArtifactError      a weight / checkpoint / export file is truncated or unsafe
+     │    └── TrainingDivergedError     training produced a NaN or infinite loss / metric
      ├── StorageError             writing results failed (disk full, I/O error, read-only dir)
      ├── SweepError               experiments of a sweep failed (the others still ran)
      └── AlreadyRunningError      another process is running the same step right now
@@ -39,6 +40,7 @@ __all__ = [
     "RegistryError",
     "StorageError",
     "SweepError",
+    "TrainingDivergedError",
 ]
 
 
@@ -79,6 +81,15 @@ class AmbiguousExperimentError(ExperimentNotFoundError):
 
 class CorruptArtifactError(ExperimentError):
     """A stored artifact (weights, checkpoint, export) is truncated, tampered with or unsafe."""
+
+
+class TrainingDivergedError(ExperimentError):
+    """An epoch logged a NaN or infinite loss or metric, so the experiment cannot finish.
+
+    The message names the epoch and the metric and suggests a fix (a lower learning rate,
+    gradient clipping, scaled inputs). Nothing after that epoch is checkpointed, so a rerun
+    with the same configs diverges the same way instead of succeeding on stale weights.
+    """
 
 
 class StorageError(ForgeError):

@@ -1,4 +1,9 @@
-"""PrepareData: load a dataset through its registered loader, split it, write ``data.h5``."""
+"""PrepareData: load a dataset through its registered loader, split it, write ``data.h5``.
+
+Arrays are stored as float32 inputs and int64 class labels whatever dtype the loader
+returned (:mod:`tasks.data.dtypes`); ``meta.json`` records each array's source and stored
+dtype under ``dtypes``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 
 from tasks.base import DataParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
+from tasks.data.dtypes import plan_storage
 from tasks.data.h5store import write_splits
 from tasks.registry import get_entry
 from tasks.store.atomic import atomic_path, atomic_write_text
@@ -28,17 +34,22 @@ class PrepareData(DataParams, ForgeTask):
         entry = get_entry("dataset", resolved.config["loader"])
         logger.info("loading dataset %r with %s", entry.name, resolved.config["params"])
         arrays = entry.func(**resolved.config["params"])
+        where = f"data config {resolved.source} (loader {entry.name!r})"
+        # Decided (and refused) before anything is written: float32 inputs, int64 labels.
+        plan = plan_storage(arrays, where)
         with atomic_path(directory / DATA_FILE) as tmp:
             meta = write_splits(
                 tmp,
                 arrays,
                 resolved.config["split"],
                 {"config_digest": resolved.digest, "loader": entry.name},
-                where=f"data config {resolved.source} (loader {entry.name!r})",
+                where=where,
+                dtypes=plan.stored,
             )
         atomic_write_text(directory / DATA_CONFIG_FILE, dump_yaml(resolved.config))
         record = {
             **meta.to_dict(),
+            "dtypes": plan.record(),
             "digest": resolved.digest,
             "file_digests": resolved.file_digests,
             "loader": {

@@ -22,6 +22,10 @@ class forge(luigi.Config):  # noqa: N801 - lowercase: a luigi.cfg section, as Lu
         default=1024,
         description="Memory budget (MiB) for streaming a split from data.h5 during Train.",
     )
+    max_data_mb = luigi.IntParameter(
+        default=0,
+        description="Largest array (MiB) a file loader may read into memory; 0: half the RAM.",
+    )
     lock_timeout = luigi.FloatParameter(
         default=3600.0,
         description="Seconds to wait for another process running the same step before failing.",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tasks.store.atomic import atomic_write_text
+from tasks.store.jsonio import dumps_json
 from tasks.store.names import SUCCESS
 from tasks.store.records import EvalRecord, json_text
 
@@ -37,7 +37,7 @@ def _text(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, str):
         return value
-    return json.dumps(value)
+    return dumps_json(value)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -90,7 +90,7 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
     writer.writeheader()
     for row in rows:
         writer.writerow(
-            {k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in row.items()}
+            {k: v if isinstance(v, str | int | float) else dumps_json(v) for k, v in row.items()}
         )
     atomic_write_text(directory / SUMMARY_CSV, buffer.getvalue())
     atomic_write_text(directory / SUMMARY_JSON, json_text({**header, "experiments": rows}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, TrainingDivergedError
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
 from tasks.settings import forge
@@ -86,6 +87,27 @@ def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
     line["pid"] = os.getpid()
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
         fh.write(json_text(line, indent=None))
+
+
+def _check_finite(epoch: int, logs: dict[str, float], source: str, lr: float) -> None:
+    """Stop at the first epoch whose losses or metrics are NaN or infinite.
+
+    Both backends report every epoch through ``on_epoch_end``, so this one check covers
+    them; it runs before the epoch is logged or checkpointed.
+
+    Raises:
+        TrainingDivergedError: a logged value is not finite.
+    """
+    bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
+    if not bad:
+        return
+    name = "loss" if "loss" in bad else next(iter(bad))
+    shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+    raise TrainingDivergedError(
+        f"train config {source}: training diverged at epoch {epoch}: metric {name!r} is "
+        f"{bad[name]} ({shown}); lower train.optimizer.lr (now {lr}), clip gradients in an "
+        "objective, or scale the inputs"
+    )
 
 
 class _Progress:
@@ -305,6 +327,7 @@ class Train(TrainParams, ForgeTask):
         state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
 
         def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+            _check_finite(epoch, logs, self.spec["train"].source, settings.optimizer["lr"])
             if monitor not in logs:
                 raise ConfigError(
                     f"train config {self.spec['train'].source}: key 'monitor' is {monitor!r}, "

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tasks.cli.query import SUMMARY_KEYS, value_of
+from tasks.store.jsonio import dumps_json
 from tasks.store.summary import DELTA_KEYS, Record, unflatten
 
 __all__ = [
@@ -59,7 +59,7 @@ def format_value(value: Any) -> str:
     if kind is list and all(type(v) is int for v in value):
         return "[" + ",".join(map(str, value)) + "]"  # the common case, without json
     if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":"))
+        return dumps_json(value, separators=(",", ":"))
     return str(value)
 
 
@@ -307,4 +307,4 @@ def public_record(record: Record) -> dict[str, Any]:
 
 def render_json(records: Sequence[Record]) -> str:
     """A JSON list with one object per experiment."""
-    return json.dumps([public_record(r) for r in records], indent=1, sort_keys=False) + "\n"
+    return dumps_json([public_record(r) for r in records], indent=1) + "\n"

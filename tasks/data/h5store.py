@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import DataError
+from tasks.store.jsonio import dumps_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,16 +97,16 @@ def _check_arrays(arrays: Mapping[str, Any], where: str) -> int:
     return int(n)
 
 
-def _infer_task(arrays: Mapping[str, Any]) -> tuple[str, int | None]:
+def _infer_task(arrays: Mapping[str, Any], stored: Mapping[str, Any]) -> tuple[str, int | None]:
     import numpy as np
 
     if "y" not in arrays:
         return "unsupervised", None
-    y = np.asarray(arrays["y"][: min(len(arrays["y"]), 1_000_000)])
-    if np.issubdtype(y.dtype, np.integer) and y.ndim == 1:
+    if np.issubdtype(stored["y"], np.integer) and len(arrays["y"].shape) == 1:
+        y = np.asarray(arrays["y"])
         if y.min() < 0:
             raise DataError("labels 'y' must be non-negative class indices")
-        return "classification", int(np.asarray(arrays["y"]).max()) + 1
+        return "classification", int(y.max()) + 1
     return "regression", None
 
 
@@ -124,12 +125,31 @@ def _split_indices(n: int, val: float, test: float, seed: int) -> dict[str, np.n
     return {k: np.sort(v) for k, v in parts.items()}
 
 
+def _check_finite(block: np.ndarray, name: str, where: str, overflow: bool = False) -> None:
+    """Refuse NaN/inf values (``overflow``: ones created by the cast to the stored dtype)."""
+    import numpy as np
+
+    if not np.issubdtype(block.dtype, np.floating) or np.all(np.isfinite(block)):
+        return
+    if overflow:
+        raise DataError(
+            f"{where}: array {name!r} holds values beyond the range of {block.dtype} "
+            f"(±{float(np.finfo(block.dtype).max):.3g}), the dtype it is trained in; "
+            "rescale it (e.g. standardise) before training"
+        )
+    raise DataError(
+        f"{where}: array {name!r} contains NaN or infinite values; "
+        "clean or impute them before training"
+    )
+
+
 def write_splits(
     path: Path,
     arrays: Mapping[str, Any],
     split: Mapping[str, Any],
     attrs: Mapping[str, Any],
     where: str,
+    dtypes: Mapping[str, str] | None = None,
 ) -> DataMeta:
     """Split ``arrays`` and write them to a new HDF5 file at ``path``.
 
@@ -139,6 +159,8 @@ def write_splits(
         split: ``{"val": fraction, "test": fraction, "seed": int}``.
         attrs: extra root attributes (config digest, ...).
         where: the data config, for messages.
+        dtypes: name → dtype to store the array as (cast block by block while copying);
+            arrays not named keep their own dtype.
 
     Returns:
         The metadata also stored in the file.
@@ -150,14 +172,14 @@ def write_splits(
     import numpy as np
 
     n = _check_arrays(arrays, where)
-    task, num_classes = _infer_task(arrays)
+    stored = {k: np.dtype((dtypes or {}).get(k, v.dtype)) for k, v in arrays.items()}
+    task, num_classes = _infer_task(arrays, stored)
     indices = _split_indices(n, float(split["val"]), float(split["test"]), int(split["seed"]))
     if len(indices["train"]) == 0:
         raise DataError(f"{where}: the split leaves no training rows")
     meta = DataMeta(
         arrays={
-            k: {"shape": list(v.shape[1:]), "dtype": str(np.dtype(v.dtype))}
-            for k, v in arrays.items()
+            k: {"shape": list(v.shape[1:]), "dtype": str(stored[k])} for k, v in arrays.items()
         },
         num_classes=num_classes,
         task=task,
@@ -168,24 +190,24 @@ def write_splits(
             group = fh.create_group(split_name)
             for name, arr in arrays.items():
                 row_bytes = max(
-                    1, int(np.prod(arr.shape[1:], dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+                    1, int(np.prod(arr.shape[1:], dtype=np.int64)) * stored[name].itemsize
                 )
                 chunk_rows = max(1, min(len(idx) or 1, _CHUNK_BYTES // row_bytes))
                 ds = group.create_dataset(
                     name,
                     shape=(len(idx), *arr.shape[1:]),
-                    dtype=arr.dtype,
+                    dtype=stored[name],
                     chunks=(chunk_rows, *arr.shape[1:]) if len(idx) else None,
                 )
                 for start in range(0, len(idx), _COPY_ROWS):
                     block = np.asarray(arr[idx[start : start + _COPY_ROWS]])
-                    if np.issubdtype(block.dtype, np.floating) and not np.all(np.isfinite(block)):
-                        raise DataError(
-                            f"{where}: array {name!r} contains NaN or infinite values; "
-                            "clean or impute them before training"
-                        )
-                    ds[start : start + len(block)] = block
-        fh.attrs["forge_meta"] = json.dumps(meta.to_dict())
+                    _check_finite(block, name, where)
+                    with np.errstate(over="ignore"):  # overflow is reported just below
+                        cast = block.astype(stored[name], copy=False)
+                    if block.dtype != cast.dtype:
+                        _check_finite(cast, name, where, overflow=True)
+                    ds[start : start + len(block)] = cast
+        fh.attrs["forge_meta"] = dumps_json(meta.to_dict())
         fh.attrs["num_classes"] = -1 if num_classes is None else num_classes
         fh.attrs["task"] = task
         for key, value in attrs.items():

@@ -2,19 +2,23 @@
 
 Every loader returns a dict of equally long arrays (``{"x": ..., "y": ...}``). Nothing is
 downloaded: ``digits`` ships inside scikit-learn, ``moons`` and ``blobs`` are generated,
-and ``npz``/``csv``/``hdf5`` read the user's files without unpickling or following links.
+and ``npz``/``csv``/``hdf5`` read the user's files without unpickling or following links,
+after checking the sizes their headers declare against the memory limit
+(:mod:`tasks.data.limits`).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
+import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tasks.data.limits import check_declared_size
 from tasks.errors import DataError
 from tasks.registry import register_dataset
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["blobs", "csv", "digits", "hdf5", "moons", "npz"]
 
@@ -70,16 +74,71 @@ def blobs(
 
 @register_dataset("npz")
 def npz(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]:
-    """Arrays from a ``.npz`` file (loaded with ``allow_pickle=False``)."""
+    """Arrays from a ``.npz`` file (loaded with ``allow_pickle=False``).
+
+    Only the arrays named are read, and only after their headers' sizes were checked
+    against the memory limit and against the bytes the archive really holds.
+    """
     import numpy as np
 
+    keys = [k for k in (x_key, y_key) if k]
+    headers = _npz_headers(path)
+    for key in keys:
+        if key not in headers:
+            raise DataError(f"data file {path}: no array {key!r}; it has {sorted(headers)}")
+        _check_npy_header(path, key, *headers[key])
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return _pick(dict(archive.items()), path, x_key, y_key)
+            return _pick({k: archive[k] for k in keys}, path, x_key, y_key)
     except ValueError as err:  # object arrays need pickle: refuse them
         raise DataError(f"data file {path}: cannot be read without unpickling ({err})") from err
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"data file {path}: not a readable .npz archive ({err})") from err
+
+
+_NpyHeader = tuple[tuple[int, ...], Any, int]
+
+
+def _npz_headers(path: str) -> dict[str, _NpyHeader]:
+    """Array name → (declared shape, dtype, bytes stored after the header), read cheaply."""
+    import numpy as np
+
+    headers: dict[str, _NpyHeader] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(fh)
+                    headers[info.filename[: -len(".npy")]] = (
+                        tuple(shape),
+                        dtype,
+                        info.file_size - fh.tell(),
+                    )
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"data file {path}: not a readable .npz archive ({err})") from err
+    return headers
+
+
+def _check_npy_header(path: str, key: str, shape: tuple[int, ...], dtype: Any, stored: int) -> None:
+    """Refuse an array whose header asks for too much memory or more than the file holds."""
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False) with its own message
+    declared = math.prod(shape) * dtype.itemsize
+    check_declared_size(path, f"array {key!r} (shape {shape}, {dtype})", declared)
+    if declared != stored:
+        raise DataError(
+            f"data file {path}: array {key!r} declares shape {shape} ({dtype}), "
+            f"{declared:,} bytes, but the archive holds {stored:,}; the file is damaged "
+            "or was not written by numpy.save/savez: write it again"
+        )
 
 
 @register_dataset("csv")
@@ -88,14 +147,25 @@ def csv(path: str, target: str = "y", delimiter: str = ",") -> dict[str, Any]:
     import numpy as np
 
     try:
+        # Parsed as float64: up to 8 bytes per cell of at least 2 characters ("0,").
+        check_declared_size(path, "the parsed table", 4 * os.path.getsize(path))
         with Path(path).open(encoding="utf-8") as fh:
             header = fh.readline().strip().split(delimiter)
-            table = np.loadtxt(fh, delimiter=delimiter, ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+                table = np.loadtxt(fh, delimiter=delimiter, ndmin=2, dtype=np.float64)
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise DataError(f"data file {path}: cannot be parsed as numeric CSV ({err})") from err
     if target not in header:
         raise DataError(
             f"data file {path}: no column {target!r} for params.target; columns: {header}"
+        )
+    if table.shape[0] == 0:
+        raise DataError(f"data file {path}: has a header but no data rows")
+    if table.shape[1] != len(header):
+        raise DataError(
+            f"data file {path}: the header names {len(header)} columns but the rows have "
+            f"{table.shape[1]}; make them agree"
         )
     col = header.index(target)
     y = table[:, col]
@@ -132,7 +202,16 @@ def hdf5(path: str, x_key: str = "x", y_key: str | None = "y") -> dict[str, Any]
                     f"data file {path}: {key!r} uses external or virtual storage; refused, "
                     "store the data in the file itself"
                 )
-            arrays[key] = ds[()]
+            check_declared_size(
+                path, f"dataset {key!r} (shape {ds.shape}, {ds.dtype})", ds.size * ds.dtype.itemsize
+            )
+            try:
+                arrays[key] = ds[()]
+            except (OSError, ValueError, TypeError) as err:
+                raise DataError(
+                    f"data file {path}: dataset {key!r} cannot be read ({err}); "
+                    "the file is damaged or uses an unsupported type"
+                ) from err
         return _pick(arrays, path, x_key, y_key)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.store.atomic import atomic_write_text
 from tasks.store.names import CHECKPOINT_DIR
+from tasks.store.records import json_text
 
 __all__ = [
     "CheckpointInfo",
@@ -54,7 +55,7 @@ def commit(directory: Path, epoch: int, suffix: str, bookkeeping: dict[str, Any]
     """Mark the checkpoint of ``epoch`` as complete by writing its sidecar."""
     sidecar = directory / CHECKPOINT_DIR / f"epoch-{epoch:04d}.json"
     record = {"epoch": epoch, "file": checkpoint_path(directory, epoch, suffix).name, **bookkeeping}
-    atomic_write_text(sidecar, json.dumps(record) + "\n")
+    atomic_write_text(sidecar, json_text(record, indent=None))
 
 
 def committed(directory: Path) -> list[CheckpointInfo]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tasks.stages import EXPERIMENT_DEPTH, stage
 from tasks.store.atomic import atomic_write_text
+from tasks.store.jsonio import dumps_json
 from tasks.store.lock import FolderLock
 from tasks.store.names import INDEX_FILE, INDEX_LOCK_FILE
 from tasks.store.summary import DELTA_KEYS, Record, read_record
@@ -37,6 +39,20 @@ IndexData = tuple[dict[str, Any], dict[str, Record]]
 def _lock(root: Path) -> FolderLock:
     """The index lock (waited for a little: the index is a cache, never worth blocking)."""
     return FolderLock(root / INDEX_LOCK_FILE)
+
+
+def _encoder() -> Callable[[Any], str]:
+    """Compact strict JSON: the plain encoder (fast, for 10,000 records), and the
+    non-finite-to-null conversion only for the rare record that holds a NaN."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+    def encode(value: Any) -> str:
+        try:
+            return plain(value)
+        except ValueError:
+            return dumps_json(value, separators=(",", ":"))
+
+    return encode
 
 
 def _parse(lines: list[str]) -> list[Any]:
@@ -107,7 +123,7 @@ def _restored(item: Record, base: dict[str, Any]) -> Record:
 
 def save_index(root: Path, header: dict[str, Any], records: dict[str, Record]) -> bool:
     """Rewrite the whole index atomically; False (and nothing raised) when it cannot."""
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    encode = _encoder()
     base: dict[str, Any] = next((r["config"] for r in records.values() if r.get("config")), {})
     lines = [encode({**header, "base": base, "version": VERSION})]
     lines.extend(encode(_stored(r, base)) for r in records.values())
@@ -137,7 +153,7 @@ def note_completed(root: Path, directory: Path) -> None:
             if ok:
                 with open(root / INDEX_FILE, encoding="utf-8") as fh:
                     base = json.loads(fh.readline()).get("base") or {}
-                line = json.dumps(_stored(record, base), separators=(",", ":")) + "\n"
+                line = _encoder()(_stored(record, base)) + "\n"
                 with open(root / INDEX_FILE, "a", encoding="utf-8") as fh:
                     fh.write(line)
     except Exception as err:  # the index is a cache: never fail the task over it

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 
 from tasks.errors import CorruptArtifactError
 from tasks.store.atomic import atomic_write_text
+from tasks.store.jsonio import dumps_json
 from tasks.store.names import BEST_RECORD, EVAL_METRICS_FILE, MODEL_DIR, RUN_FILE
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "ExportRecord",
     "RunRecord",
     "Stored",
-    "finite_or_none",
     "json_text",
     "read_json_object",
     "write_json",
@@ -39,20 +38,9 @@ R = TypeVar("R", bound="Stored")
 MISSING = "missing"
 
 
-def finite_or_none(value: Any) -> Any:
-    """``value`` with every non-finite float (NaN, ±inf) replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(v) for v in value]
-    return value
-
-
 def json_text(value: Any, *, indent: int | None = 2) -> str:
-    """``value`` as strict JSON text (one trailing newline); NaN/inf become ``null``."""
-    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False) + "\n"
+    """``value`` as strict JSON text with one trailing newline (see :func:`dumps_json`)."""
+    return dumps_json(value, indent=indent) + "\n"
 
 
 def write_json(path: Path, value: Any, *, indent: int | None = 2) -> None:

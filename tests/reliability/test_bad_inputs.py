@@ -86,6 +86,72 @@ def _setup_pickle_npz(case: Case) -> None:
     np.savez(case.folder / "data.npz", x=x, y=bomb)
 
 
+def _setup_x_1d_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x[:, 0], y=y)
+
+
+def _setup_x_zero_width_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x[:, :0], y=y)
+
+
+def _setup_complex_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x + 1j * x, y=y)
+
+
+def _setup_one_hot_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x, y=np.eye(2, dtype=np.int64)[y])
+
+
+def _setup_sparse_labels_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x, y=(y + 1) * 1000)
+
+
+def _setup_huge_values_npz(case: Case) -> None:
+    x, y = _xy()
+    np.savez(case.folder / "data.npz", x=x.astype(np.float64) * 1e300, y=y)
+
+
+def _write_npz_declaring(path: Path, shape: tuple[int, ...]) -> None:
+    """An ``.npz`` whose ``x.npy`` header declares ``shape`` (float64) but holds 8 values."""
+    import zipfile
+
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("x.npy", "w") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            fh.write(np.zeros(8).tobytes())
+        with archive.open("y.npy", "w") as fh:
+            np.lib.format.write_array(fh, _xy()[1])
+
+
+def _setup_lying_npz(case: Case) -> None:
+    _write_npz_declaring(case.folder / "data.npz", (1000, 2))
+
+
+def _setup_terabyte_npz(case: Case) -> None:
+    _write_npz_declaring(case.folder / "data.npz", (10**12, 10))
+
+
+def _setup_terabyte_h5(case: Case) -> None:
+    import h5py
+
+    with h5py.File(case.folder / "data.h5", "w") as fh:
+        fh.create_dataset("x", shape=(10**9, 1000), dtype="f8", chunks=(1, 1000))
+        fh["y"] = _xy()[1]
+
+
+def _setup_upstream_built(case: Case) -> None:
+    """PrepareData and BuildModel of the case's configs, finished before the failing Train."""
+    args = [case.subst(a) for a in case.spec["args"][:4]]
+    code, out = run_luigi_to_end("BuildModel", args, case.results, case.folder / "build.log")
+    assert code == 0, out
+
+
 def _setup_oversized_yaml(case: Case) -> None:
     padding = "# " + "x" * 98 + "\n"
     (case.folder / "data.yaml").write_text("loader: moons\n" + padding * 12_000)

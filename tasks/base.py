@@ -25,12 +25,12 @@ from luigi.task_register import Register
 from tasks import cli_logging
 from tasks.atomic import atomic_write_text, clean_leftovers, storage_errors
 from tasks.cli.index import note_completed
+from tasks.config.checks import check_sections
 from tasks.config.resolve import (
-    Overrides,
     Resolved,
     format_overrides,
     parse_overrides,
-    resolve_section,
+    resolve_sections,
 )
 from tasks.errors import AlreadyRunningError, BackendUnavailableError
 from tasks.layout import EVAL_DIR, SUCCESS, child_dir, claim_dir
@@ -64,7 +64,6 @@ class Spec:
 
 
 _LEVELS = ("data", "model", "train", "eval")
-_resolve_cache: dict[tuple[Any, ...], Resolved] = {}
 
 
 def _file_key(path: str | None) -> tuple[Any, ...]:
@@ -75,14 +74,6 @@ def _file_key(path: str | None) -> tuple[Any, ...]:
     except OSError:
         return (path, None)
     return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _resolve_cached(section: str, path: str | None, overrides: Overrides) -> Resolved:
-    assignments = overrides.get(section, {})
-    key = (section, _file_key(path), repr(sorted(assignments.items())))
-    if key not in _resolve_cache:
-        _resolve_cache[key] = resolve_section(section, path, assignments)
-    return _resolve_cache[key]
 
 
 @functools.cache
@@ -101,7 +92,8 @@ def resolve_spec(
         BackendUnavailableError: the model config's framework is not installed.
     """
     overrides = parse_overrides(overrides_text)
-    sections = {level: _resolve_cached(level, paths.get(level), overrides) for level in levels}
+    sections = resolve_sections(levels, dict(paths), overrides)  # memoised on the files' stat
+    check_sections(sections)
     if "model" in sections:
         framework = sections["model"].config["framework"]
         if not _installed("tensorflow" if framework == "tensorflow" else "torch"):

@@ -226,7 +226,9 @@ def format_yaml_value(value: Any) -> str:
         Dumper=_Dumper,
         default_flow_style=True,
         sort_keys=True,
-        allow_unicode=True,
+        # Escaped, not raw: PyYAML writes some characters (NEL, U+2028) raw where its
+        # reader then takes them for line breaks. The text is also plain ASCII this way.
+        allow_unicode=False,
         width=math.inf,
     )
     # A scalar document ends with an explicit "..." marker; neither it nor the final line
@@ -236,7 +238,8 @@ def format_yaml_value(value: Any) -> str:
 
 
 def dump_yaml(data: Any) -> str:
-    """Serialise plain data as block-style YAML with keys in the given order."""
-    return yaml.dump(
-        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
+    """Serialise plain data as block-style YAML with keys in the given order.
+
+    Non-ASCII characters are escaped, so that every string reads back unchanged.
+    """
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)

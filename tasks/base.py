@@ -66,16 +66,6 @@ class Spec:
 _LEVELS = ("data", "model", "train", "eval")
 
 
-def _file_key(path: str | None) -> tuple[Any, ...]:
-    if not path:
-        return (None,)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (path, None)
-    return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 @functools.cache
 def _installed(module: str) -> bool:
     """Whether ``module`` can be imported, without importing it (asked once per process)."""

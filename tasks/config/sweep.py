@@ -17,6 +17,7 @@ the same experiment run by hand share one directory and one Luigi task id.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -26,9 +27,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tasks.config.compose import load_composed
 from tasks.config.resolve import _format_validation, format_overrides
 from tasks.config.schema import NAME_PATTERN, SECTIONS
-from tasks.config.yamlio import load_yaml_file
 from tasks.errors import ConfigError
 
 __all__ = ["SweepConfig", "SweepExperiment", "expand_sweep", "load_sweep_config"]
@@ -132,7 +133,7 @@ def load_sweep_config(path: Path) -> SweepConfig:
     Raises:
         ConfigError: the file is missing or invalid; the message names the file and key.
     """
-    raw = load_yaml_file(path, what="sweep config")
+    raw = copy.deepcopy(load_composed(path, what="sweep config").data)  # base: merged
     where = f"sweep config {path}"
     try:
         config = SweepConfig.model_validate(raw)

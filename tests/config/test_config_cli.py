@@ -46,7 +46,8 @@ def test_tiny_float_overrides_give_one_set_of_directories(tmp_path: Path) -> Non
     again = run_luigi(
         "Train",
         *args[:-1],
-        "data.params.noise=0.1 model.params.dropout=0.00001 train.optimizer.lr=1.0e-05 train.epochs=1",
+        "data.params.noise=0.1 model.params.dropout=0.00001 "
+        "train.optimizer.lr=1.0e-05 train.epochs=1",
         results_dir=results,
     )
     assert again.returncode == 0, again.output

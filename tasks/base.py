@@ -8,7 +8,6 @@ directory, written last: a step that crashed half-way never looks complete.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,12 @@ import luigi
 from luigi.task_register import Register
 
 from tasks.backends import installed
+from tasks.config.checks import check_sections
 from tasks.config.resolve import (
-    Overrides,
     Resolved,
     format_overrides,
     parse_overrides,
-    resolve_section,
+    resolve_sections,
 )
 from tasks.errors import AlreadyRunningError, BackendUnavailableError
 from tasks.settings import forge
@@ -43,7 +42,6 @@ __all__ = [
     "ModelParams",
     "Spec",
     "TrainParams",
-    "file_key",
     "resolve_spec",
 ]
 
@@ -61,28 +59,6 @@ class Spec:
         return self.sections[section]
 
 
-_resolve_cache: dict[tuple[Any, ...], Resolved] = {}
-
-
-def file_key(path: str | None) -> tuple[Any, ...]:
-    """What identifies a config file's current content cheaply: path, mtime, size, inode."""
-    if not path:
-        return (None,)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (path, None)
-    return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _resolve_cached(section: str, path: str | None, overrides: Overrides) -> Resolved:
-    assignments = overrides.get(section, {})
-    key = (section, file_key(path), repr(sorted(assignments.items())))
-    if key not in _resolve_cache:
-        _resolve_cache[key] = resolve_section(section, path, assignments)
-    return _resolve_cache[key]
-
-
 def resolve_spec(
     levels: tuple[str, ...], paths: dict[str, str | None], overrides_text: str, results_dir: Path
 ) -> Spec:
@@ -93,7 +69,8 @@ def resolve_spec(
         BackendUnavailableError: the model config's framework is not installed.
     """
     overrides = parse_overrides(overrides_text)
-    sections = {level: _resolve_cached(level, paths.get(level), overrides) for level in levels}
+    sections = resolve_sections(levels, dict(paths), overrides)  # memoised on the files' stat
+    check_sections(sections)
     if "model" in sections:
         framework = sections["model"].config["framework"]
         if not installed(framework):

@@ -9,12 +9,13 @@ every ``forge`` command finds one (:func:`tasks.store.catalog.find_experiment`).
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.config.yamlio import format_yaml_value
 from tasks.errors import ExperimentError, ExperimentNotFoundError
 from tasks.experiment import Experiment, checkpoint_name
 from tasks.store.catalog import find_experiment
@@ -29,8 +30,9 @@ def _overrides_text(overrides: str | Mapping[str, Any] | Sequence[str] | None) -
     if isinstance(overrides, str):
         return overrides
     if isinstance(overrides, Mapping):
+        # The same typed YAML text the sweeps and format_overrides write: 1e-5 stays a float.
         return " ".join(
-            f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in overrides.items()
+            shlex.quote(f"{key}={format_yaml_value(value)}") for key, value in overrides.items()
         )
     return " ".join(str(item) for item in overrides)
 

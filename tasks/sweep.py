@@ -39,7 +39,8 @@ from typing import Any
 
 import luigi
 
-from tasks.base import ForgeTask, FreshInstances, Spec, file_key, resolve_spec
+from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
+from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
 from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
 from tasks.errors import ConfigError, ForgeError, SweepError
@@ -114,7 +115,7 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
         ConfigError: the sweep file or any experiment's configs or values are invalid.
     """
     path = Path(sweep_config)
-    key = (file_key(sweep_config), str(results_root), os.getcwd())
+    key = (chain_key(sweep_config), str(results_root), os.getcwd())
     cached = _plans.get(key)
     if cached is not None and cached.inputs == _input_keys(cached.experiments):
         return cached
@@ -145,7 +146,7 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
 
 def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
     files = sorted({p for e in experiments for p in (e.data, e.model, e.train, e.eval) if p})
-    return tuple(file_key(p) for p in files)
+    return tuple(chain_key(p) for p in files)  # each file's stat and its bases' too
 
 
 @contextlib.contextmanager

@@ -3,11 +3,14 @@
 Resolution is what makes identity content-based: the hash is taken over the resolved
 config (defaults filled in, builder/loader arguments completed from their signatures,
 canonical key order), so comments, whitespace, key order or an explicitly written
-default never change it, while editing any value does.
+default never change it, while editing any value does. A config's ``base:`` chain and its
+``${...}`` references (:mod:`tasks.config.compose`) are resolved first: the identity is
+the resolved content, whichever way it was written.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -20,16 +23,28 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tasks import registry
+from tasks.config.compose import (
+    LEVELS,
+    Composed,
+    has_references,
+    interpolate,
+    load_composed,
+    merge,
+    referenced_sections,
+)
 from tasks.config.schema import NAME_PATTERN, SECTIONS
-from tasks.config.yamlio import load_yaml_file, parse_yaml_value
+from tasks.config.yamlio import format_yaml_value, parse_yaml_value
 from tasks.errors import ConfigError
 
 __all__ = [
     "Overrides",
     "Resolved",
     "digest_of",
+    "format_overrides",
+    "format_validation_error",
     "parse_overrides",
     "resolve_section",
+    "resolve_sections",
 ]
 
 _FILE_PARAM = "path"
@@ -63,7 +78,8 @@ Overrides = dict[str, dict[str, Any]]
 def parse_overrides(text: str) -> Overrides:
     """Parse ``"train.epochs=3 model.params.hidden=[64,32]"`` into per-section assignments.
 
-    Pairs are separated by whitespace (quote a value that contains spaces); values are YAML.
+    Pairs are separated by whitespace (quote a value that contains spaces); values are YAML,
+    typed exactly as in a config file (:func:`tasks.config.yamlio.parse_yaml_value`).
 
     Raises:
         ConfigError: a pair is malformed or names an unknown section.
@@ -75,6 +91,7 @@ def parse_overrides(text: str) -> Overrides:
 
 
 _parsed_overrides: dict[str, Overrides] = {}
+_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 def _parse_overrides(text: str) -> Overrides:
@@ -95,16 +112,26 @@ def _parse_overrides(text: str) -> Overrides:
                 f"--overrides: {pair!r} names section {section!r}; "
                 f"sections are {', '.join(SECTIONS)}"
             )
+        if not _KEY.match(dotted):
+            raise ConfigError(
+                f"--overrides: key {key!r} must be dotted names of letters, digits, '_' "
+                "and '-' (e.g. train.optimizer.lr)"
+            )
         result[section][dotted] = parse_yaml_value(raw, where=f"--overrides {key}")
     return result
 
 
 def format_overrides(overrides: Overrides, sections: tuple[str, ...]) -> str:
-    """Canonical override text restricted to ``sections`` (used to share upstream tasks)."""
+    """Canonical override text restricted to ``sections`` (used to share upstream tasks).
+
+    :func:`parse_overrides` reads it back as exactly ``overrides`` (types included: floats
+    stay floats, ``nan``/``inf`` and big integers survive), and equal values always give
+    equal text, so a sweep value and the same value typed by hand share one task id.
+    """
     parts = []
     for section in sections:
         for key, value in sorted(overrides.get(section, {}).items()):
-            parts.append(shlex.quote(f"{section}.{key}={json.dumps(value)}"))
+            parts.append(shlex.quote(f"{section}.{key}={format_yaml_value(value)}"))
     return " ".join(parts)
 
 
@@ -114,7 +141,7 @@ def digest_of(identity: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _format_validation(err: ValidationError, model: type[BaseModel], where: str) -> str:
+def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
     lines = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"] if not isinstance(p, int) or True]
@@ -182,9 +209,10 @@ def _name_for(config: dict[str, Any], path: Path | None) -> str:
 def _validate(section: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
     model = SECTIONS[section]
     try:
-        return model.model_validate(raw).model_dump(mode="json")
+        # Python mode: JSON mode would turn nan and inf into None.
+        return model.model_validate(raw).model_dump()
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, model, where)) from err
+        raise ConfigError(format_validation_error(err, model, where)) from err
 
 
 def _complete_params(entry: registry.Entry, params: dict[str, Any], where: str) -> dict[str, Any]:
@@ -271,12 +299,133 @@ def _identity(section: str, config: dict[str, Any], file_digests: dict[str, str]
     return identity
 
 
+def _where(section: str, file_path: Path | None) -> str:
+    return f"{section} config {file_path}" if file_path else f"{section} config {_DEFAULT_SOURCE}"
+
+
+def _read(section: str, file_path: Path | None, where: str) -> Composed | None:
+    if file_path is None:
+        if section in ("data", "model"):
+            raise ConfigError(f"a {section} config is required; pass --{section}-config FILE")
+        return None
+    return load_composed(file_path, what=f"{section} config")
+
+
+def _skeleton(section: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """The keys a resolved config will have, with their defaults: schema defaults, plus
+    the registered loader's or builder's parameter defaults when it is named plainly."""
+    model = SECTIONS[section]
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            continue
+        value = info.get_default(call_default_factory=True)
+        out[name] = value.model_dump() if isinstance(value, BaseModel) else value
+    if section == "data" and isinstance(raw.get("loader"), str) and "${" not in raw["loader"]:
+        entry = registry.get_entry("dataset", raw["loader"], where=f"{where}: key 'loader'")
+        out["params"] = dict(entry.defaults)
+    elif (
+        section == "model"
+        and isinstance(raw.get("builder"), str)
+        and "${" not in raw["builder"]
+        and raw.get("framework") in ("torch", "tensorflow")
+    ):
+        entry = registry.get_entry(
+            "model", raw["builder"], raw["framework"], where=f"{where}: key 'builder'"
+        )
+        out["params"] = dict(entry.defaults)
+    return out
+
+
+def _resolve_one(
+    section: str,
+    file_path: Path | None,
+    composed: Composed | None,
+    overrides: dict[str, Any],
+    upstream: dict[str, dict[str, Any]],
+) -> Resolved:
+    where = _where(section, file_path)
+    raw = copy.deepcopy(composed.data) if composed else {}
+    base_dir = file_path.parent if file_path else None
+    if has_references(raw) or has_references(overrides):
+        # References may name defaults and overridden values: fill in the keys first,
+        # apply the overrides, then interpolate and validate the result as if written out.
+        filled = merge(_skeleton(section, raw, where), raw)
+        for dotted, value in overrides.items():
+            _set_dotted(filled, dotted, value, f"--overrides {section}.{dotted} (for {where})")
+        plain = interpolate(section, filled, upstream, where)
+        config, file_digests = _resolve_references(
+            section, _validate(section, plain, where), base_dir, where
+        )
+    else:
+        config, file_digests = _resolve_references(
+            section, _validate(section, raw, where), base_dir, where
+        )
+        if overrides:
+            for dotted, value in overrides.items():
+                _set_dotted(config, dotted, value, f"--overrides {section}.{dotted} (for {where})")
+            config, file_digests = _resolve_references(
+                section, _validate(section, config, where + " after --overrides"), base_dir, where
+            )
+    name = _name_for(config, file_path)
+    digest = digest_of(_identity(section, config, file_digests))
+    return Resolved(section, name, config, digest, str(file_path or _DEFAULT_SOURCE), file_digests)
+
+
+_memo: dict[tuple[Any, ...], Resolved] = {}
+
+
+def resolve_sections(
+    levels: tuple[str, ...], paths: dict[str, str | Path | None], overrides: Overrides
+) -> dict[str, Resolved]:
+    """Resolve ``levels`` (a prefix of data, model, train, eval) in order.
+
+    Memoised on what each section depends on: the stat of its file and of every base file,
+    its overrides, and the memo keys of the earlier sections its references name. Editing
+    a base file, or a value a reference reads, resolves the section afresh.
+
+    Args:
+        levels: the sections, in pipeline order.
+        paths: section → config file (None: built-in default, train and eval only).
+        overrides: per-section dotted key → value, as from :func:`parse_overrides`.
+
+    Returns:
+        section → resolved section.
+
+    Raises:
+        ConfigError: a file, key, override or reference is invalid.
+    """
+    sections: dict[str, Resolved] = {}
+    keys: dict[str, tuple[Any, ...]] = {}
+    for level in levels:
+        raw_path = paths.get(level)
+        file_path = Path(raw_path) if raw_path else None
+        composed = _read(level, file_path, _where(level, file_path))
+        assignments = overrides.get(level, {})
+        named = set(composed.sections if composed else ()) | referenced_sections(assignments)
+        earlier = [s for s in LEVELS[: LEVELS.index(level)] if s in named and s in sections]
+        key = (
+            level,
+            composed.chain if composed else None,
+            repr(sorted(assignments.items())),
+            tuple(keys[s] for s in earlier),
+        )
+        keys[level] = key
+        if key not in _memo:
+            upstream = {s: sections[s].config for s in earlier}
+            _memo[key] = _resolve_one(level, file_path, composed, assignments, upstream)
+        sections[level] = _memo[key]
+    return sections
+
+
 def resolve_section(
     section: str,
     path: str | Path | None,
     overrides: dict[str, Any] | None = None,
 ) -> Resolved:
-    """Read, override, validate and hash one config section.
+    """Read, override, validate and hash one config section on its own.
+
+    References to other sections need :func:`resolve_sections`.
 
     Args:
         section: ``data``, ``model``, ``train`` or ``eval``.
@@ -290,24 +439,5 @@ def resolve_section(
         ConfigError: anything about the file, its keys or the overrides is wrong.
     """
     file_path = Path(path) if path else None
-    where = f"{section} config {file_path}" if file_path else f"{section} config {_DEFAULT_SOURCE}"
-    if file_path is None:
-        if section in ("data", "model"):
-            raise ConfigError(f"a {section} config is required; pass --{section}-config FILE")
-        raw: dict[str, Any] = {}
-    else:
-        raw = load_yaml_file(file_path, what=f"{section} config")
-    base_dir = file_path.parent if file_path else None
-
-    config, file_digests = _resolve_references(
-        section, _validate(section, raw, where), base_dir, where
-    )
-    if overrides:
-        for dotted, value in overrides.items():
-            _set_dotted(config, dotted, value, f"--overrides {section}.{dotted} (for {where})")
-        config, file_digests = _resolve_references(
-            section, _validate(section, config, where + " after --overrides"), base_dir, where
-        )
-    name = _name_for(config, file_path)
-    digest = digest_of(_identity(section, config, file_digests))
-    return Resolved(section, name, config, digest, str(file_path or _DEFAULT_SOURCE), file_digests)
+    composed = _read(section, file_path, _where(section, file_path))
+    return _resolve_one(section, file_path, composed, dict(overrides or {}), {})

@@ -7,7 +7,7 @@ reordering keys yields the same resolved config, hence the same experiment.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
 
@@ -25,6 +25,8 @@ __all__ = [
 
 DEFAULT_INPUTS = ("x",)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# numpy's (and scikit-learn's random_state) range; a seed outside it fails mid-run.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class _Strict(BaseModel):
@@ -36,7 +38,7 @@ class SplitConfig(_Strict):
 
     val: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.2, ge=0.0, lt=1.0)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitConfig:
@@ -68,7 +70,7 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     objective: str | None = None
     inputs: list[str] | None = Field(None, min_length=1)
-    seed: int = 0
+    seed: Seed = 0
 
 
 class OptimizerConfig(_Strict):
@@ -88,7 +90,7 @@ class TrainConfig(_Strict):
     batch_size: PositiveInt = 64
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
-    seed: int = 0
+    seed: Seed = 0
     checkpoint_every: PositiveInt = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     monitor: str = "val_loss"

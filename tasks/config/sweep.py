@@ -17,6 +17,7 @@ the same experiment run by hand share one directory and one Luigi task id.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -26,15 +27,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.config.resolve import _format_validation, format_overrides
-from tasks.config.schema import NAME_PATTERN, SECTIONS
-from tasks.config.yamlio import load_yaml_file
+from tasks.config.compose import load_composed
+from tasks.config.resolve import format_overrides, format_validation_error
+from tasks.config.schema import NAME_PATTERN
 from tasks.errors import ConfigError
+from tasks.stages import SECTIONS
 
 __all__ = ["SweepConfig", "SweepExperiment", "expand_sweep", "load_sweep_config"]
 
 _KEY_PATTERN = r"^(data|model|train|eval)\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
-_LEVELS = ("data", "model", "train", "eval")
 
 
 def _defaults() -> list[str | None]:
@@ -108,11 +109,11 @@ class SweepExperiment:
     @property
     def overrides(self) -> str:
         """The canonical ``--overrides`` text for :attr:`values`."""
-        sections: dict[str, dict[str, Any]] = {level: {} for level in _LEVELS}
+        sections: dict[str, dict[str, Any]] = {level: {} for level in SECTIONS}
         for key, value in self.values:
             section, _, dotted = key.partition(".")
             sections[section][dotted] = value
-        return format_overrides(sections, _LEVELS)
+        return format_overrides(sections, SECTIONS)
 
     def params(self, results_dir: str | None) -> dict[str, Any]:
         """Keyword arguments of this experiment's ``Evaluate`` task."""
@@ -132,12 +133,12 @@ def load_sweep_config(path: Path) -> SweepConfig:
     Raises:
         ConfigError: the file is missing or invalid; the message names the file and key.
     """
-    raw = load_yaml_file(path, what="sweep config")
+    raw = copy.deepcopy(load_composed(path, what="sweep config").data)  # base: merged
     where = f"sweep config {path}"
     try:
         config = SweepConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, SweepConfig, where)) from err
+        raise ConfigError(format_validation_error(err, SweepConfig, where)) from err
     seen: dict[str, str] = {}
     for origin, keys in [("grid", list(config.grid))] + [
         (f"zip[{i}]", list(group)) for i, group in enumerate(config.zip_groups())
@@ -176,7 +177,7 @@ def expand_sweep(config: SweepConfig, path: Path) -> list[SweepExperiment]:
     where = f"sweep config {path}"
     files = {
         level: [_locate(p, path, f"{where}: key '{level}'") for p in getattr(config, level)]
-        for level in _LEVELS
+        for level in SECTIONS
     }
     grid_keys = list(config.grid)
     grid_points = list(itertools.product(*(config.grid[k] for k in grid_keys)))

@@ -3,12 +3,21 @@
 Only ``yaml.SafeLoader`` is used, so tags such as ``!!python/object/apply`` are rejected.
 Aliases are capped because a "billion laughs" document is small on disk yet expands to
 gigabytes once anything walks it (hashing, validation, JSON dumps).
+
+Scalars are typed like YAML 1.1 (PyYAML's default) with two YAML 1.2 corrections, the same
+in config files, ``--overrides`` values and every file Forge writes: a float may be
+written without a dot (``1e-5``, ``2E+3``), and dates are plain strings. Everything read
+must be plain data (strings, numbers, booleans, null, lists, mappings); tags that build
+other types (``!!binary``, ``!!set``, ``!!timestamp``, ...) are refused. Values are written
+back with a dumper using the same rules, so every value survives a write and a read.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +25,14 @@ import yaml
 
 from tasks.errors import ConfigError
 
-__all__ = ["MAX_ALIASES", "MAX_BYTES", "dump_yaml", "load_yaml_file", "parse_yaml_value"]
+__all__ = [
+    "MAX_ALIASES",
+    "MAX_BYTES",
+    "dump_yaml",
+    "format_yaml_value",
+    "load_yaml_file",
+    "parse_yaml_value",
+]
 
 MAX_BYTES = 1_000_000
 # Parsed files by (path, mtime, size, inode): a sweep or a status check of many experiments
@@ -28,6 +44,28 @@ _parsed: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 MAX_ALIASES = 30
 
 
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# YAML 1.2 floats that YAML 1.1 reads as strings: an exponent without a dot ("1e-05") or
+# without a sign ("1.5e3"). PyYAML's own pattern keeps covering the dotted forms.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+
+
+def _use_forge_scalars(cls: Any) -> Any:
+    """Give a loader or dumper class Forge's implicit scalar types (see the module doc).
+
+    Loaders and dumpers must agree: the dumper quotes exactly the strings that the loader
+    would otherwise read as something else.
+    """
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    cls.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, list("-+0123456789."))
+    return cls
+
+
+@_use_forge_scalars
 class _CappedSafeLoader(yaml.SafeLoader):
     """A SafeLoader that refuses documents with more than :data:`MAX_ALIASES` aliases."""
 
@@ -57,7 +95,50 @@ def _describe(err: yaml.YAMLError) -> str:
 
 # libyaml's C parser is an order of magnitude faster than PyYAML's pure-Python one, but its
 # composer cannot be hooked to count aliases: use it only for text that has none.
-_FastSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+_FastSafeLoader: Any = (
+    _use_forge_scalars(type("_FastSafeLoader", (yaml.CSafeLoader,), {}))
+    if hasattr(yaml, "CSafeLoader")
+    else None
+)
+
+
+@_use_forge_scalars
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper whose quoting follows Forge's loaders."""
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
+def _first_unplain(data: Any, path: str) -> tuple[str, str] | None:
+    """(key, type name) of the first value that is not plain data, else None."""
+    if isinstance(data, _PLAIN_SCALARS):
+        return None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, _PLAIN_SCALARS):
+                return path or "(top level)", f"{type(key).__name__} key"
+            found = _first_unplain(value, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    if isinstance(data, list):
+        for i, value in enumerate(data):
+            found = _first_unplain(value, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return path or "(top level)", type(data).__name__
+
+
+def _check_plain(data: Any, where: str) -> None:
+    found = _first_unplain(data, "")
+    if found:
+        key, kind = found
+        raise ConfigError(
+            f"{where}: key {key!r} holds a {kind}; configs hold only strings, numbers, "
+            "booleans, null, lists and mappings: drop the YAML tag or quote the value"
+        )
 
 
 def _load_text(text: str) -> Any:
@@ -111,6 +192,7 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
             f"{what} file {path} must hold a YAML mapping of keys to values, "
             f"not a {type(data).__name__}"
         )
+    _check_plain(data, f"{what} file {path}")
     _parsed[key] = data
     return copy.deepcopy(data)
 
@@ -118,15 +200,46 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
 def parse_yaml_value(text: str, *, where: str) -> Any:
     """Parse one override value (``3``, ``[64, 32]``, ``adam``) as YAML.
 
+    The value is typed exactly as it would be inside a config file (``1e-5`` is a float,
+    ``.nan`` and ``.inf`` are floats, ``"3"`` is a string).
+
     Raises:
-        ConfigError: the value is not valid YAML.
+        ConfigError: the value is not valid YAML or not plain data.
     """
     try:
-        return _load_text(text)
+        value = _load_text(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: value {text!r} is not valid YAML: {_describe(err)}") from err
+    _check_plain(value, f"{where}: value {text!r}")
+    return value
+
+
+def format_yaml_value(value: Any) -> str:
+    """One-line YAML text that :func:`parse_yaml_value` reads back as ``value``.
+
+    Mappings are written with sorted keys, so equal values always give equal text; floats
+    keep their type (``1.0e-05``, ``.nan``, ``-.inf``), strings that would read as another
+    type are quoted.
+    """
+    text = yaml.dump(
+        value,
+        Dumper=_Dumper,
+        default_flow_style=True,
+        sort_keys=True,
+        # Escaped, not raw: PyYAML writes some characters (NEL, U+2028) raw where its
+        # reader then takes them for line breaks. The text is also plain ASCII this way.
+        allow_unicode=False,
+        width=math.inf,
+    )
+    # A scalar document ends with an explicit "..." marker; neither it nor the final line
+    # break is part of the value.
+    text = text.removesuffix("\n...\n")
+    return text.rstrip("\n")
 
 
 def dump_yaml(data: Any) -> str:
-    """Serialise plain data as block-style YAML with keys in the given order."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    """Serialise plain data as block-style YAML with keys in the given order.
+
+    Non-ASCII characters are escaped, so that every string reads back unchanged.
+    """
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)

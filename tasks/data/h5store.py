@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.config.checks import check_split_rows
 from tasks.errors import DataError
 from tasks.store.jsonio import dumps_json
 
@@ -174,9 +175,8 @@ def write_splits(
     n = _check_arrays(arrays, where)
     stored = {k: np.dtype((dtypes or {}).get(k, v.dtype)) for k, v in arrays.items()}
     task, num_classes = _infer_task(arrays, stored)
+    check_split_rows(n, split, where)  # before anything is written
     indices = _split_indices(n, float(split["val"]), float(split["test"]), int(split["seed"]))
-    if len(indices["train"]) == 0:
-        raise DataError(f"{where}: the split leaves no training rows")
     meta = DataMeta(
         arrays={
             k: {"shape": list(v.shape[1:]), "dtype": str(stored[k])} for k, v in arrays.items()

@@ -31,7 +31,7 @@ train_configs = st.fixed_dictionaries(
     optional={
         "epochs": st.integers(1, 500),
         "batch_size": st.integers(1, 4096),
-        "seed": st.integers(-(2**31), 2**31),
+        "seed": st.integers(0, 2**32 - 1),
         "loss": st.sampled_from(["cross_entropy", "mse"]),
         "shuffle": st.booleans(),
         "optimizer": st.fixed_dictionaries(

@@ -172,12 +172,12 @@ def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) 
 
 
 def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
-    if lock_held(directory) and not (directory / SUCCESS).is_file():
-        return "running"
-    if damage:
-        return "damaged"
+    """done, damaged (complete, but a record cannot be read), running, failed or incomplete
+    (a half-written step is simply incomplete, whatever its torn files say)."""
     if (directory / SUCCESS).is_file():
-        return "done"
+        return "damaged" if damage else "done"
+    if lock_held(directory):
+        return "running"
     if run.status == "failed":
         return "failed"
     return "incomplete"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import CONFIGS, write_yaml
+from tests.support import CONFIGS, write_yaml
 
 DATA = CONFIGS / "data" / "moons.yaml"
 TORCH = CONFIGS / "model" / "mlp_torch.yaml"

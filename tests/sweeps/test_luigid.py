@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, luigi_command
+from tests.support import REPO, luigi_command
 from tests.sweeps.helpers import attempts, evaluated, summary_rows, tiny_sweep
 
 pytestmark = pytest.mark.slow

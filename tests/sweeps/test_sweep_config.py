@@ -8,7 +8,7 @@ import pytest
 
 from tasks.config.sweep import expand_sweep, load_sweep_config
 from tasks.errors import ConfigError
-from tests.conftest import CONFIGS, write_yaml
+from tests.support import CONFIGS, write_yaml
 
 DATA = CONFIGS / "data" / "moons.yaml"
 MODEL = CONFIGS / "model" / "mlp_torch.yaml"

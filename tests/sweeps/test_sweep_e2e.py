@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, luigi_command, run_luigi
+from tests.support import REPO, luigi_command, run_luigi
 from tests.sweeps.helpers import TF, TORCH, attempts, evaluated, summary_rows, tiny_sweep
 
 pytestmark = pytest.mark.slow

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, write_yaml
 
 from tasks.base import resolve_spec
 from tasks.config.checks import check_split_rows
 from tasks.errors import ConfigError
+from tests.support import CONFIGS, write_yaml
 
 LEVELS = ("data", "model", "train", "eval")
 MLP = str(CONFIGS / "model" / "mlp_torch.yaml")

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, write_yaml
 
 from tasks.config.resolve import parse_overrides, resolve_section, resolve_sections
 from tasks.errors import ConfigError
+from tests.support import CONFIGS, write_yaml
 
 LEVELS = ("data", "model", "train", "eval")
 MOONS = str(CONFIGS / "data" / "moons.yaml")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS, experiment_dirs, run_luigi, write_yaml
+
+from tests.support import CONFIGS, experiment_dirs, run_luigi, write_yaml
 
 pytestmark = pytest.mark.slow
 

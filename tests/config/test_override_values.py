@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIGS, write_yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from tasks.config.resolve import format_overrides, parse_overrides, resolve_sect
 from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
 from tasks.config.yamlio import format_yaml_value, load_yaml_file, parse_yaml_value
 from tasks.errors import ConfigError
+from tests.support import CONFIGS, write_yaml
 
 PROFILE = settings(max_examples=150, deadline=None)
 LEVELS = ("data", "model", "train", "eval")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+
+from tests.support import (
     CONFIGS,
     FRAMEWORKS,
     MODEL_CONFIGS,

@@ -35,6 +35,7 @@ import luigi
 
 from tasks.base import CachedParams, _FreshInstances
 from tasks.config.resolve import format_overrides, parse_overrides
+from tasks.data.h5safe import open_checked
 from tasks.data.h5store import read_split
 from tasks.errors import (
     ConfigError,
@@ -64,7 +65,7 @@ class CodeDriftWarning(UserWarning):
 
 
 class ExportFallbackWarning(UserWarning):
-    """The model builder is gone, so the code-free export is used instead."""
+    """Kept for compatibility: Forge no longer falls back to the export on its own."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,11 @@ class Evaluation:
         Returns:
             output name → array; a single-output model has the one name ``output``.
         """
-        import h5py
         import numpy as np
 
         path = confined(self.directory / "predictions.h5", self.directory)
         try:
-            with h5py.File(path, "r") as fh:
+            with open_checked(path) as fh:
                 return {name: np.asarray(data) for name, data in fh["outputs"].items()}
         except (OSError, KeyError) as err:
             raise CorruptArtifactError(f"{path} cannot be read: {err}") from err
@@ -206,9 +206,9 @@ class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
     Args:
         path_or_prefix: experiment directory, or a prefix naming exactly one.
         checkpoint: ``"best"`` (default), ``"last"`` or an epoch number.
-        code_free: use the code-free export (``model/model.pt2`` / SavedModel) instead of
+        code_free: use the code-free export (``model/model.onnx`` / SavedModel) instead of
             rebuilding through the registered builder. Without it, a builder that can no
-            longer be imported falls back to the export with an :class:`ExportFallbackWarning`.
+            longer be imported is an :class:`ExperimentError` saying to pass ``code_free=True``.
         **params: the Luigi parameters ``data_config``, ``model_config``, ``train_config``,
             ``overrides`` and ``results_dir`` when no path is given.
 
@@ -422,13 +422,14 @@ class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
         """The model, ready for inference (loaded on first use).
 
         A torch ``nn.Module`` in eval mode or a ``keras.Model``, rebuilt through the
-        registered builder with the stored weights. With ``code_free=True`` (or after a
-        fallback) it is the callable the export loads to (torch: ``.module`` holds the
-        exported ``GraphModule``).
+        registered builder with the stored weights. With ``code_free=True`` it is what the
+        export loads to (torch: an ``onnxruntime.InferenceSession``).
 
         Warns:
             CodeDriftWarning: the builder/loader/objective source changed since training.
-            ExportFallbackWarning: the builder is gone; the code-free export is used.
+
+        Raises:
+            ExperimentError: the builder cannot be imported any more (pass ``code_free=True``).
         """
         if self.code_free:
             return self._load_export(reason=None)
@@ -448,7 +449,11 @@ class LoadTrained(CachedParams, luigi.Task, metaclass=_FreshInstances):
                 )
             model = experiment.build_model(self._at)
         except (ConfigError, ImportError) as err:
-            return self._load_export(reason=err)
+            # Never switch to the export silently: which artefact runs is the caller's choice.
+            raise ExperimentError(
+                f"the model of {self._directory} cannot be rebuilt ({err}); to use its "
+                "code-free export instead, pass code_free=True to LoadTrained"
+            ) from err
         except CorruptArtifactError as err:
             if "builder" not in drift:
                 raise

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tasks.config.yamlio import load_yaml_file
+from tasks.errors import ConfigError
 from tasks.layout import (
     CONFIG_FILE,
     DIGEST_FILE,
@@ -45,14 +45,13 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
-STATUSES = ("done", "running", "failed", "incomplete", "stale")
+STATUSES = ("done", "running", "failed", "incomplete", "stale", "damaged")
 LOCK_FILE = ".lock"
 # mtimes this close to "now" may still change within the file system's timestamp
 # granularity, so a record built from them is re-read next time (git's "racy" rule).
 RACY_NS = 1_000_000_000
 # Set on records restored from the index: the config keys where they differ from its base.
 DELTA_KEYS = "_delta_keys"
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def step_name(directory_name: str) -> str:
@@ -116,12 +115,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    except (OSError, yaml.YAMLError, ValueError):
+    try:  # the capped loader: a stored alias bomb costs milliseconds, not gigabytes
+        return load_yaml_file(path, what="stored experiment config")
+    except ConfigError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _read_digest(directory: Path) -> str | None:
@@ -229,7 +226,8 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
     rows = read_metrics(directory / METRICS_FILE)
     evals = _evaluations(directory)
-    status = _status(directory, run)
+    damaged = not config and (directory / CONFIG_FILE).exists()  # unreadable or capped
+    status = "damaged" if damaged else _status(directory, run)
     metrics: dict[str, Any] = {}
     for ev in evals:
         for name, value in ev["metrics"].items():

@@ -226,8 +226,9 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
     rows = read_metrics(directory / METRICS_FILE)
     evals = _evaluations(directory)
-    damaged = not config and (directory / CONFIG_FILE).exists()  # unreadable or capped
-    status = "damaged" if damaged else _status(directory, run)
+    status = _status(directory, run)
+    if status == "done" and not config:  # finished, yet its config is unreadable or capped
+        status = "damaged"
     metrics: dict[str, Any] = {}
     for ev in evals:
         for name, value in ev["metrics"].items():

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+torch: Any = pytest.importorskip("torch")
+onnx: Any = pytest.importorskip("onnx")
 
 from tasks.backends._onnx import OUTPUTS_KEY, export_onnx, load_onnx  # noqa: E402
 from tasks.errors import CorruptArtifactError  # noqa: E402

@@ -165,3 +165,21 @@ def test_tf_hdf5_with_external_storage_is_refused(backend: Any, tmp_path: Path, 
         assert bytes(np.asarray(fh["leak"])) == SECRET
     with pytest.raises(CorruptArtifactError, match="external storage"):
         backend.load_weights(_mlp(backend), path)
+
+
+def test_load_time_initializer_is_caught_by_the_function_walk_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even if the top-level graph passed, the initializer's WriteFile is found."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from tasks.backends import _savedmodel_guard as guard
+
+    path = tmp_path / "model.savedmodel"
+    _writes_on_load(path, tmp_path / "marker")
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    top = frozenset(n.op for n in saved.meta_graphs[0].graph_def.node)
+    monkeypatch.setattr(guard, "TOP_LEVEL_OPS", guard.TOP_LEVEL_OPS | top)
+    with pytest.raises(CorruptArtifactError, match="initializer.*runs the operator WriteFile"):
+        guard.check_saved_model(path)

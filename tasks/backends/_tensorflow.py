@@ -549,7 +549,10 @@ class TensorFlowBackend(Backend):
                 "legacy whole-model .h5 files"
             )
         # Keras reads the file with h5py as it is; refuse links and external storage first.
-        open_checked(path).close()
+        try:
+            open_checked(path).close()
+        except CorruptArtifactError as err:
+            raise CorruptArtifactError(f"weights file {path} cannot be loaded: {err}") from err
         try:
             model.load_weights(str(path))
         except (OSError, ValueError, KeyError, TypeError) as err:

@@ -98,12 +98,13 @@ class Evaluation:
         Returns:
             output name → array; a single-output model has the one name ``output``.
         """
-        import h5py
         import numpy as np
+
+        from tasks.data.h5safe import open_checked
 
         path = confined(self.directory / PREDICTIONS_FILE, self.directory)
         try:
-            with h5py.File(path, "r") as fh:
+            with open_checked(path) as fh:
                 return {name: np.asarray(data) for name, data in fh["outputs"].items()}
         except (OSError, KeyError) as err:
             raise CorruptArtifactError(f"{path} cannot be read: {err}") from err

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tasks.backends._savedmodel_guard import check_saved_model
 from tasks.backends.base import (
     Backend,
     EpochCallback,
@@ -35,6 +36,7 @@ from tasks.backends.base import (
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
+from tasks.data.h5safe import open_checked
 from tasks.data.h5store import BatchStream, DataMeta
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
@@ -149,14 +151,10 @@ def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> 
 
 
 def _open_checkpoint(path: Path) -> Any:
-    import h5py
-
     try:
-        fh = h5py.File(path, "r")
-    except OSError as err:
-        raise CorruptArtifactError(
-            f"checkpoint {path} cannot be opened (truncated or not HDF5): {err}"
-        ) from err
+        fh = open_checked(path)
+    except CorruptArtifactError as err:
+        raise CorruptArtifactError(f"checkpoint {path} cannot be opened: {err}") from err
     if fh.attrs.get("format") != CHECKPOINT_FORMAT or "model" not in fh:
         fh.close()
         raise CorruptArtifactError(
@@ -529,6 +527,11 @@ class TensorFlowBackend(Backend):
                 f"weights file {path} is not a Keras '{_KERAS_WEIGHTS}' file; Forge never loads "
                 "legacy whole-model .h5 files"
             )
+        # Keras reads the file with h5py as it is; refuse links and external storage first.
+        try:
+            open_checked(path).close()
+        except CorruptArtifactError as err:
+            raise CorruptArtifactError(f"weights file {path} cannot be loaded: {err}") from err
         try:
             model.load_weights(str(path))
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -586,6 +589,8 @@ class TensorFlowBackend(Backend):
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        # tf.saved_model.load runs graph ops; refuse any graph that could touch files first.
+        check_saved_model(path)
         try:
             loaded = tf.saved_model.load(str(path))
             serve = loaded.serve

@@ -1,4 +1,4 @@
-"""The PyTorch backend: training loop, checkpoints, safetensors weights, torch.export."""
+"""The PyTorch backend: training loop, checkpoints, safetensors weights, ONNX export."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.backends._pt2_guard import check_archive, check_program
+from tasks.backends._onnx import export_onnx, load_onnx
 from tasks.backends.base import (
     Backend,
     EpochCallback,
@@ -229,7 +229,7 @@ class TorchBackend(Backend):
     name = "torch"
     weights_suffix = ".safetensors"
     checkpoint_suffix = ".pt"
-    export_name = "model.pt2"
+    export_name = "model.onnx"
 
     def versions(self) -> dict[str, str]:
         return package_versions(("torch", "safetensors"))
@@ -337,33 +337,21 @@ class TorchBackend(Backend):
             torch.zeros((2, *shape), dtype=getattr(torch, dtype))
             for dtype, shape in zip(dtypes, input_shapes(meta, inputs), strict=False)
         )
-        batch = torch.export.Dim("batch", min=1)
-        dynamic = tuple({0: batch} for _ in examples)
-        program = torch.export.export(model, examples, dynamic_shapes=dynamic)
-        torch.export.save(program, str(path))
+        export_onnx(model, examples, inputs, path)
 
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
-        # torch.export.load may unpickle or eval parts of a .pt2; refuse those files first.
-        check_archive(path)
-        try:
-            program = torch.export.load(str(path))
-        except Exception as err:
+        if path.suffix == ".pt2":
+            # torch.export.load generates and runs Python source from names in the archive:
+            # no check of its parts makes a file from somebody else safe to load.
             raise CorruptArtifactError(
-                f"code-free export {path} cannot be loaded (truncated or tampered with): "
-                f"{str(err).splitlines()[0][:300] if str(err) else type(err).__name__}"
-            ) from err
-        check_program(program, path)
-        module = program.module()
-
-        def run(batch: Mapping[str, np.ndarray]) -> Any:
-            args = [torch.from_numpy(np.ascontiguousarray(batch[name])) for name in inputs]
-            with torch.no_grad():
-                return _to_numpy(module(*args))
-
-        run.module = module  # type: ignore[attr-defined]  # LoadTrained.model in code-free mode
-        return run
+                f"code-free export {path} is a torch.export archive (.pt2), which Forge no "
+                "longer loads: loading one runs Python code generated from the file. Load the "
+                "experiment with its builder (LoadTrained(path) without code_free=True), or "
+                "retrain it with this version of Forge to get an ONNX export (model.onnx)"
+            )
+        return load_onnx(path, inputs)
 
 
 def _to_numpy(out: Any) -> Any:

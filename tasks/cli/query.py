@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from tasks.config.yamlio import parse_yaml_value
 from tasks.errors import ConfigError
 from tasks.store.summary import Record
 
@@ -135,8 +134,8 @@ def parse_where(text: str, records: list[Record]) -> Condition:
         )
     key, op, raw = match.groups()
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+        value = parse_yaml_value(raw, where=f"--where {text!r}") if raw else ""
+    except ConfigError:
         value = raw
     _check_key(key, records, f"--where {text!r}")
     return Condition(key, op, value, text)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.checks import check_split_rows
+from tasks.data.h5safe import open_checked
 from tasks.errors import DataError
 from tasks.store.jsonio import dumps_json
 
@@ -217,19 +218,16 @@ def write_splits(
 
 def read_meta(path: Path) -> DataMeta:
     """Read the metadata PrepareData stored in ``data.h5``."""
-    import h5py
-
-    with h5py.File(path, "r") as fh:
+    with open_checked(path) as fh:
         return DataMeta.from_dict(json.loads(fh.attrs["forge_meta"]))
 
 
 def read_split(path: Path, split: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Load one split's arrays fully into memory (for evaluation and inspection)."""
-    import h5py
     import numpy as np
 
     arrays = {}
-    with h5py.File(path, "r") as fh:
+    with open_checked(path) as fh:
         group = fh[split]
         for name in names or list(group):
             dataset = group[name]
@@ -259,7 +257,6 @@ class BatchStream:
         buffer_bytes: int = 1 << 30,
         names: list[str] | None = None,
     ) -> None:
-        import h5py
         import numpy as np
 
         self.path = Path(path)
@@ -267,7 +264,7 @@ class BatchStream:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        with h5py.File(self.path, "r") as fh:
+        with open_checked(self.path) as fh:
             group = fh[split]
             self.names = names or sorted(group)
             self.rows = int(group[self.names[0]].shape[0])
@@ -291,12 +288,10 @@ class BatchStream:
         if self._cache is not None:
             yield from self._batches(self._cache, rng)
             return
-        import h5py
-
         starts = np.arange(0, self.rows, self.block_rows)
         if self.shuffle:
             rng.shuffle(starts)
-        with h5py.File(self.path, "r") as fh:
+        with open_checked(self.path) as fh:
             datasets = {k: fh[self.split][k] for k in self.names}
             # One reusable buffer per array: the rows carried over from the previous block
             # (fewer than a batch) followed by the next block, read straight into place.

@@ -73,7 +73,11 @@ class Trained:
     plugin: Path
 
     def plugin_env(self) -> dict[str, str]:
-        return {"FORGE_PLUGINS": PLUGIN_MODULE, "PYTHONPATH": str(self.plugin_dir)}
+        # The repository stays on the path: the subprocess must run this checkout's code.
+        return {
+            "FORGE_PLUGINS": PLUGIN_MODULE,
+            "PYTHONPATH": os.pathsep.join((str(self.plugin_dir), str(REPO))),
+        }
 
 
 def framework_available(framework: str) -> None:

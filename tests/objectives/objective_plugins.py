@@ -60,7 +60,7 @@ def two_input_tf(input_shape: tuple[int, ...], num_classes: int, meta: Any) -> A
 
 @register_model("fixed_batch", framework="torch")
 def fixed_batch(input_shape: tuple[int, ...], num_classes: int) -> Any:
-    """Trains fine, but its ``len(x)`` fixes the batch size, so torch.export refuses it."""
+    """Trains fine, but its ``len(x)`` fixes the batch size, so the code-free export fails."""
     from torch import nn
 
     class FixedBatch(nn.Module):

@@ -51,6 +51,36 @@ def luigi_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "luigi"]
 
 
+def luigi_argv(task: str, args: Sequence[str], results_dir: Path) -> list[str]:
+    """The full ``luigi --module pipelines TASK ... --local-scheduler`` command line."""
+    return [
+        *luigi_command(),
+        "--module",
+        "pipelines",
+        task,
+        *args,
+        "--results-dir",
+        str(results_dir),
+        "--local-scheduler",
+    ]
+
+
+def npz_declaring(path: Path, shape: tuple[int, ...], y_rows: int = 8) -> Path:
+    """An ``.npz`` whose ``x.npy`` header declares ``shape`` (float64) but holds 8 values."""
+    import zipfile
+
+    import numpy as np
+
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("x.npy", "w") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            fh.write(np.zeros(8).tobytes())
+        with archive.open("y.npy", "w") as fh:
+            np.lib.format.write_array(fh, np.zeros(y_rows, np.int64))
+    return path
+
+
 def run_luigi(
     task: str,
     *args: str | os.PathLike[str],
@@ -60,16 +90,7 @@ def run_luigi(
     timeout: float = 600,
 ) -> CliResult:
     """Run ``luigi --module pipelines TASK ... --local-scheduler`` in a subprocess."""
-    command = [
-        *luigi_command(),
-        "--module",
-        "pipelines",
-        task,
-        *[str(a) for a in args],
-        "--results-dir",
-        str(results_dir),
-        "--local-scheduler",
-    ]
+    command = luigi_argv(task, [str(a) for a in args], results_dir)
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -12,18 +11,7 @@ import pytest
 from tasks.data import loaders
 from tasks.data.limits import max_data_bytes
 from tasks.errors import DataError
-
-
-def lying_npz(path: Path, shape: tuple[int, ...]) -> Path:
-    """An ``.npz`` whose ``x.npy`` header declares ``shape`` but holds 8 float64 values."""
-    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
-    with zipfile.ZipFile(path, "w") as archive:
-        with archive.open("x.npy", "w") as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            fh.write(np.zeros(8).tobytes())
-        with archive.open("y.npy", "w") as fh:
-            np.lib.format.write_array(fh, np.zeros(8, np.int64))
-    return path
+from tests.support import npz_declaring
 
 
 def huge_hdf5(path: Path, rows: int) -> Path:
@@ -42,13 +30,13 @@ def test_limit_defaults_to_half_the_physical_memory() -> None:
 
 
 def test_npz_header_declaring_terabytes_is_refused_before_allocating(tmp_path: Path) -> None:
-    path = lying_npz(tmp_path / "d.npz", (10**12, 10))
+    path = npz_declaring(tmp_path / "d.npz", (10**12, 10))
     with pytest.raises(DataError, match=r"would need .* MiB of memory.*max_data_mb"):
         loaders.npz(str(path))
 
 
 def test_npz_header_larger_than_its_data_is_refused(tmp_path: Path) -> None:
-    path = lying_npz(tmp_path / "d.npz", (1000, 4))
+    path = npz_declaring(tmp_path / "d.npz", (1000, 4))
     with pytest.raises(DataError, match=r"declares shape \(1000, 4\).*32,000 bytes.*holds 64"):
         loaders.npz(str(path))
 
@@ -106,7 +94,7 @@ def test_control_without_the_guard_the_file_asks_for_terabytes(kind: str, tmp_pa
     import sys
 
     path = tmp_path / f"d.{kind}"
-    lying_npz(path, (10**12, 10)) if kind == "npz" else huge_hdf5(path, 10**9)
+    npz_declaring(path, (10**12, 10)) if kind == "npz" else huge_hdf5(path, 10**9)
     proc = subprocess.run(
         [sys.executable, "-c", _UNGUARDED_READ, str(path)],
         capture_output=True,

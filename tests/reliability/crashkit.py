@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from tests.support import CONFIGS, MODEL_CONFIGS, REPO
+from tests.support import CONFIGS, MODEL_CONFIGS, REPO, luigi_argv
 
 TMP_PATTERN = re.compile(r"^\.tmp-\d+-[0-9a-f]{8}-")
 _EPOCH_LINE = re.compile(r" epoch (\d+)/(\d+) ")
@@ -60,20 +60,6 @@ def train_args(framework: str, overrides: str, data: Path | None = None) -> list
         str(MODEL_CONFIGS[framework]),
         "--overrides",
         overrides,
-    ]
-
-
-def luigi_argv(task: str, args: Sequence[str], results_dir: Path) -> list[str]:
-    """The full ``luigi --module pipelines TASK ... --local-scheduler`` command line."""
-    return [
-        *luigi_command(),
-        "--module",
-        "pipelines",
-        task,
-        *args,
-        "--results-dir",
-        str(results_dir),
-        "--local-scheduler",
     ]
 
 

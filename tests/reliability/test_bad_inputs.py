@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tests.reliability.crashkit import CONFIGS, REPO, luigi_argv, run_luigi_to_end, train_args
+from tests.support import npz_declaring
 
 CASES_DIR = Path(__file__).parent / "bad_inputs"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "case.yaml").is_file())
@@ -116,25 +117,12 @@ def _setup_huge_values_npz(case: Case) -> None:
     np.savez(case.folder / "data.npz", x=x.astype(np.float64) * 1e300, y=y)
 
 
-def _write_npz_declaring(path: Path, shape: tuple[int, ...]) -> None:
-    """An ``.npz`` whose ``x.npy`` header declares ``shape`` (float64) but holds 8 values."""
-    import zipfile
-
-    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
-    with zipfile.ZipFile(path, "w") as archive:
-        with archive.open("x.npy", "w") as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            fh.write(np.zeros(8).tobytes())
-        with archive.open("y.npy", "w") as fh:
-            np.lib.format.write_array(fh, _xy()[1])
-
-
 def _setup_lying_npz(case: Case) -> None:
-    _write_npz_declaring(case.folder / "data.npz", (1000, 2))
+    npz_declaring(case.folder / "data.npz", (1000, 2), y_rows=len(_xy()[1]))
 
 
 def _setup_terabyte_npz(case: Case) -> None:
-    _write_npz_declaring(case.folder / "data.npz", (10**12, 10))
+    npz_declaring(case.folder / "data.npz", (10**12, 10), y_rows=len(_xy()[1]))
 
 
 def _setup_terabyte_h5(case: Case) -> None:

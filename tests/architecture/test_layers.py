@@ -114,3 +114,15 @@ def test_the_public_api_is_exactly_all() -> None:
     for name in ("DataMeta", "LoadTrained", "CodeDriftWarning", "ForgeWarning", "Experiment"):
         assert name in tasks.__all__
     assert issubclass(tasks.CodeDriftWarning, tasks.ForgeWarning)
+
+
+def test_tests_share_helpers_through_the_support_module() -> None:
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "tests").rglob("*.py"))
+        if any(
+            m == "conftest" or m.endswith(".conftest") or m in ("crashkit", "forge_support")
+            for m in _imports(p)
+        )
+    ]
+    assert offenders == []

@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, run_luigi
 
 from pipelines import LoadTrained
 from tasks.data.h5safe import open_checked
 from tasks.data.h5store import BatchStream, read_meta, read_split
 from tasks.errors import CorruptArtifactError
+from tests.support import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, run_luigi
 
 SECRET = b"TOP-SECRET-BYTES-0123456789abcdef"
 BOMB = "\n".join(

@@ -24,7 +24,6 @@ from benchmarks.harness import Target, interleaved, median, row, timed
 __all__ = ["run"]
 
 TARGET = Target("<=", 1.5)
-LEVELS = ("data", "model", "train", "eval")
 
 
 class _ChainStep(luigi.Task):
@@ -73,12 +72,13 @@ class _AllEvaluates(luigi.WrapperTask):
 
 def _synthesize(configs: dict[str, str], results: Path, n: int) -> None:
     from tasks.base import resolve_spec
+    from tasks.stages import SECTIONS
+    from tasks.store.layout import claim_dir
     from tasks.store.names import SUCCESS
-from tasks.store.layout import claim_dir
 
     for i in range(n):
-        spec = resolve_spec(LEVELS, dict(configs), f"train.seed={i}", results)
-        for level in LEVELS:
+        spec = resolve_spec(SECTIONS, dict(configs), f"train.seed={i}", results)
+        for level in SECTIONS:
             claim_dir(spec.dirs[level], spec[level].digest)
             (spec.dirs[level] / SUCCESS).touch()
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tasks.errors import CorruptArtifactError
+from tasks.store.jsonio import dumps_json
 
 __all__ = ["OUTPUTS_KEY", "check_model", "export_onnx", "load_onnx"]
 
@@ -97,7 +98,7 @@ def export_onnx(model: Any, examples: tuple[Any, ...], inputs: Sequence[str], pa
         )
     proto = onnx.load(str(path), load_external_data=False)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = OUTPUTS_KEY, json.dumps({"kind": kind, "names": names})
+    entry.key, entry.value = OUTPUTS_KEY, dumps_json({"kind": kind, "names": names})
     onnx.save(proto, str(path))
     _verify(model, examples, inputs, path)
 

@@ -144,7 +144,10 @@ def check_saved_model(path: Path) -> None:
     library = {f.signature.name: f for f in meta.graph_def.library.function}
     roots = set(_object_graph_functions(meta.object_graph_def))
     roots.update(g.gradient_func for g in meta.graph_def.library.gradient)
-    pending, reached = list(roots), set()
+    # Walk every reachable function (in a fixed order) and name every offending operator,
+    # so the message is the same on every run and shows the worst one too.
+    pending, reached = sorted(roots, reverse=True), set()
+    offences: set[tuple[str, str]] = set()
     while pending:
         name = pending.pop()
         if name in reached:
@@ -153,7 +156,8 @@ def check_saved_model(path: Path) -> None:
         function = library.get(name)
         if function is None:
             raise _refuse(path, f"it calls the function {name!r}, which it does not define")
-        for node in function.node_def:
-            if node.op not in FUNCTION_OPS:
-                raise _refuse(path, f"function {name!r} runs the operator {node.op}")
-        pending.extend(_called(function.node_def))
+        offences.update((name, n.op) for n in function.node_def if n.op not in FUNCTION_OPS)
+        pending.extend(sorted(set(_called(function.node_def)) - reached, reverse=True))
+    if offences:
+        shown = "; ".join(f"function {f!r} runs the operator {op}" for f, op in sorted(offences))
+        raise _refuse(path, shown)

@@ -229,7 +229,7 @@ def test_changed_objective_marks_experiment_stale_without_deleting_it(
     probe = (
         "import warnings\n"
         "from pipelines import LoadTrained\n"
-        "from tasks.load_trained import CodeDriftWarning\n"
+        "from tasks import CodeDriftWarning\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         f"    LoadTrained({str(experiment)!r}).model\n"

@@ -65,7 +65,7 @@ def test_plain_numpy_dtypes_train_and_evaluate(
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_diverged_training_is_recorded_failed_and_fails_again(
+def test_diverged_training_fails_in_one_line_and_leaves_nothing_behind(
     framework: str, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
@@ -74,20 +74,17 @@ def test_diverged_training_is_recorded_failed_and_fails_again(
         MODEL_CONFIGS[framework],
         extra=["--overrides", "train.optimizer.lr=.inf train.epochs=2"],
     )
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         out = run_luigi("Train", *args, results_dir=results)
         assert out.returncode != 0, out.output
         assert out.output.count("TrainingDivergedError:") == 1, out.output
         assert "training diverged at epoch 1: metric 'loss'" in out.output, out.output
         assert "Traceback" not in out.output, out.output
-        (exp,) = [p.parent for p in results.glob("*/*/*/run.json")]
-        assert not (exp / "_SUCCESS").exists()
-        run = json.loads((exp / "run.json").read_text())  # strict JSON: no bare NaN
-        assert run["status"] == "failed", run
-        assert run["error"].startswith("TrainingDivergedError: "), run
-        attempts = [json.loads(line) for line in (exp / "runs.jsonl").read_text().splitlines()]
-        assert [a["status"] for a in attempts] == ["running", "failed"] * attempt
-        assert not list((exp / "checkpoints").glob("epoch-*.json")), "a NaN epoch was committed"
+        # Nothing to resume from (the NaN epoch was never committed), so the failed step
+        # leaves no folder; its finished upstream steps stay.
+        assert list(results.glob("*/*/*")) == [], list(results.glob("*/*/*"))
+        assert len(list(results.glob("*/*/_SUCCESS"))) == 1
+        assert len(list(results.glob("*/_SUCCESS"))) == 1
 
 
 def test_config_copied_under_another_name_reuses_the_experiment(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_stored_data_and_predictions_with_external_storage_are_refused(
     secret = tmp_path / "secret.bin"
     secret.write_bytes(SECRET)
     exp = LoadTrained(folder)
-    data_file, (evaluation,) = exp.experiment.data_file, exp.evaluations
+    data_file, (evaluation,) = exp.data_file, exp.evaluations
     predictions = evaluation.directory / "predictions.h5"
     for path, group in ((data_file, "test/x"), (predictions, "outputs/output")):
         path.unlink()

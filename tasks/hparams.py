@@ -10,11 +10,14 @@ and imports no framework.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tasks.store.atomic import atomic_path
 from tasks.store.metrics_log import read_metrics
 from tasks.store.records import BestRecord
 from tasks.store.summary import flatten
@@ -59,7 +62,6 @@ def write_hparams(
     """
     from tensorboard.compat.proto import event_pb2
     from tensorboard.plugins.hparams import summary_v2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     rows = read_metrics(metrics_file)
     last = rows[-1] if rows else {}
@@ -76,12 +78,31 @@ def write_hparams(
         trial_id="/".join(Path(experiment_dir).parts[-3:]),
         start_time_secs=now,
     )
-    logdir.mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(logdir), filename_suffix=SUFFIX)
-    try:
-        writer.add_event(event_pb2.Event(wall_time=now, step=0, summary=session))
-        for tag, value in metrics.items():
-            writer.add_event(event_pb2.Event(wall_time=now, step=step, summary=_scalar(tag, value)))
-    finally:
-        writer.close()
+    events = [
+        event_pb2.Event(wall_time=now, file_version="brain.Event:2"),
+        event_pb2.Event(wall_time=now, step=0, summary=session),
+        *(
+            event_pb2.Event(wall_time=now, step=step, summary=_scalar(tag, value))
+            for tag, value in metrics.items()
+        ),
+    ]
+    _write_events(logdir, now, events)
     return metrics
+
+
+def _write_events(logdir: Path, now: float, events: list[Any]) -> None:
+    """One complete event file, written atomically under TensorBoard's naming scheme.
+
+    TensorBoard's ``EventFileWriter`` goes through ``tf.io.gfile``, which imports
+    TensorFlow when it is installed (seconds, and a second framework in a torch run); its
+    ``RecordWriter`` only frames records, on any file object.
+    """
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}{SUFFIX}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(logdir / name) as tmp, open(tmp, "wb") as fh:
+        writer = RecordWriter(fh)
+        for event in events:
+            writer.write(event.SerializeToString())
+        writer.flush()

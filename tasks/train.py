@@ -27,6 +27,7 @@ from tasks.data.h5store import BatchStream, DataMeta, read_meta
 from tasks.errors import ConfigError, TrainingDivergedError
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
+from tasks.run_context import record_run_context
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text
@@ -178,6 +179,7 @@ class Train(TrainParams, ForgeTask):
             run = self._start_record(directory)
             try:
                 self._train(directory, run)
+                run["environment"] = record_run_context(directory, self.resolved_config())
             except BaseException as err:
                 run.update(status="failed", error=f"{type(err).__name__}: {err}")
                 self._finish_record(directory, run)

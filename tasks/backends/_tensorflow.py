@@ -465,6 +465,19 @@ class TensorFlowBackend(Backend):
     def versions(self) -> dict[str, str]:
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
+    def accelerators(self) -> dict[str, Any]:
+        info = tf.sysconfig.get_build_info()
+        gpus = [
+            tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")
+        ]
+        cuda, cudnn = info.get("cuda_version"), info.get("cudnn_version")
+        return {
+            "cuda": None if cuda is None else str(cuda),
+            "cudnn": None if cudnn is None else str(cudnn),
+            "gpus": gpus,
+        }
+
     def resolve_device(self, requested: str) -> str:
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
         if requested == "auto":

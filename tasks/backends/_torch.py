@@ -234,6 +234,19 @@ class TorchBackend(Backend):
     def versions(self) -> dict[str, str]:
         return package_versions(("torch", "safetensors"))
 
+    def accelerators(self) -> dict[str, Any]:
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        gpus = (
+            [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available()
+            else []
+        )
+        return {
+            "cuda": torch.version.cuda,
+            "cudnn": None if cudnn is None else str(cudnn),
+            "gpus": gpus,
+        }
+
     def resolve_device(self, requested: str) -> str:
         if requested == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"

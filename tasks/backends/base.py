@@ -151,6 +151,14 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the framework packages, for run.json."""
 
+    def accelerators(self) -> dict[str, Any]:
+        """CUDA and cuDNN versions and GPU names where present (run.json's ``environment``).
+
+        Keys: ``cuda`` and ``cudnn`` (version strings, or None for a CPU-only build) and
+        ``gpus`` (the visible devices' names). Cheap: asked once per Train.
+        """
+        return {"cuda": None, "cudnn": None, "gpus": []}
+
     @abstractmethod
     def resolve_device(self, requested: str) -> str:
         """``auto`` → the best available device; checks ``cuda`` is really there."""

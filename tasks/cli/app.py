@@ -1,4 +1,5 @@
-"""The ``forge`` command line (typer): ls, show, diff, status, plot, report, rm, gc.
+"""The ``forge`` command line (typer): ls, show, diff, status, plot, report, rm, gc, tag,
+untag, note.
 
 Each command is a thin shell over one module of :mod:`tasks.cli`; a :class:`ForgeError`
 becomes one ``forge: error: …`` line on stderr and exit status 1.
@@ -16,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from tasks.errors import ConfigError, ForgeError
+from tasks.store.annotations import check_tags
 from tasks.store.catalog import (
     Catalog,
     default_results_dir,
@@ -23,8 +25,8 @@ from tasks.store.catalog import (
     load_catalog,
     locate,
 )
-from tasks.store.names import CONFIG_FILE
-from tasks.store.records import json_text
+from tasks.store.names import CONFIG_FILE, ENVIRONMENT_FILE
+from tasks.store.records import MISSING, json_text
 from tasks.store.summary import Record, read_config
 
 __all__ = ["app", "main"]
@@ -101,6 +103,10 @@ def ls(
             "--columns", "-c", help="Comma-separated keys to show instead of the default columns."
         ),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="Only experiments with this tag (repeatable: all)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object each).")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     rebuild: Annotated[
@@ -116,6 +122,7 @@ def ls(
     catalog = load_catalog(results_dir or default_results_dir(), rebuild=rebuild)
     records = catalog.records
     conditions = [query.parse_where(text, records) for text in where or []]
+    conditions += [query.tag_condition(t) for t in check_tags(_split(tag), "--tag")]
     records = [r for r in records if all(c.matches(r) for c in conditions)]
     records = query.sort_records(records, _split(sort))
     if as_json:
@@ -190,23 +197,35 @@ def diff(
     results_dir: ResultsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
 ) -> None:
-    """Compare two experiments: nested config differences and metrics side by side."""
-    from tasks.cli.diff import config_diff, render_diff
+    """Compare two experiments: config differences, installed packages, metrics."""
+    from tasks.cli.diff import config_diff, package_diff, render_diff, render_packages
+    from tasks.store.packages import read_packages
 
     cat_a, a = _find(experiment_a, results_dir)
     cat_b, b = _find(experiment_b, results_dir)
     config_a = read_config(cat_a.root / a["path"] / CONFIG_FILE)
     config_b = read_config(cat_b.root / b["path"] / CONFIG_FILE)
+    packages_a, why_a = read_packages(cat_a.root / a["path"])
+    packages_b, why_b = read_packages(cat_b.root / b["path"])
+    problems = [
+        f"{side} has no {ENVIRONMENT_FILE}" if why == MISSING else f"{side}: {why}"
+        for side, why in (("A", why_a), ("B", why_b))
+        if why
+    ]
+    why = "; ".join(problems) or None
+    packages = None if why else package_diff(packages_a, packages_b)
     if as_json:
         payload = {
             "a": a["path"],
             "b": b["path"],
             "config": config_diff(config_a, config_b),
+            "packages": packages if why is None else {"not_compared": why},
             "metrics": {"a": a.get("metrics"), "b": b.get("metrics")},
         }
         typer.echo(json_text(payload, indent=1), nl=False)
         return
-    typer.echo(render_diff(a, b, config_a, config_b), nl=False)
+    lines = render_packages(packages, why)
+    typer.echo(render_diff(a, b, config_a, config_b, lines), nl=False)
 
 
 @app.command()
@@ -290,6 +309,46 @@ def report(
     catalog = load_catalog(results_dir or default_results_dir())
     index = write_report(catalog, output)
     typer.echo(f"wrote {index} ({len(catalog.records)} experiments)")
+
+
+TagsArg = Annotated[list[str], typer.Argument(help="Tags (letters, digits, _ . : + / -).")]
+
+
+@app.command()
+@_friendly
+def tag(experiment: ExpArg, tags: TagsArg, results_dir: ResultsOpt = None) -> None:
+    """Tag an experiment (tags never change its identity or rerun a step)."""
+    from tasks.store.annotations import annotate
+
+    directory = find_experiment(experiment, results_dir)
+    record = annotate(directory, add=tags)
+    typer.echo(f"{directory.name}: tags {', '.join(record.tags) or '(none)'}")
+
+
+@app.command()
+@_friendly
+def untag(experiment: ExpArg, tags: TagsArg, results_dir: ResultsOpt = None) -> None:
+    """Remove tags from an experiment (tags it does not have are ignored)."""
+    from tasks.store.annotations import annotate
+
+    directory = find_experiment(experiment, results_dir)
+    record = annotate(directory, remove=tags)
+    typer.echo(f"{directory.name}: tags {', '.join(record.tags) or '(none)'}")
+
+
+@app.command()
+@_friendly
+def note(
+    experiment: ExpArg,
+    text: Annotated[str, typer.Argument(help='The note ("" removes it).')],
+    results_dir: ResultsOpt = None,
+) -> None:
+    """Attach a free-text note to an experiment (replaces the previous one)."""
+    from tasks.store.annotations import annotate
+
+    directory = find_experiment(experiment, results_dir)
+    annotate(directory, note=text)
+    typer.echo(f"{directory.name}: note {'set' if text else 'removed'}")
 
 
 def _confirm_and_delete(items: list[Any], root: Path, yes: bool, what: str) -> None:

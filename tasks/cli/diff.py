@@ -7,7 +7,7 @@ from typing import Any
 from tasks.cli.table import cell, format_value
 from tasks.store.summary import Record
 
-__all__ = ["ABSENT", "config_diff", "render_diff"]
+__all__ = ["ABSENT", "config_diff", "package_diff", "render_diff", "render_packages"]
 
 ABSENT = "(absent)"
 
@@ -31,6 +31,40 @@ def config_diff(a: Any, b: Any) -> dict[str, Any]:
         elif left != right:
             out[key] = {"a": left, "b": right}
     return out
+
+
+def package_diff(a: dict[str, str], b: dict[str, str]) -> dict[str, Any]:
+    """Installed packages of B against A: ``added`` and ``removed`` ({name: version}) and
+    ``changed`` ({name: {"a": version, "b": version}}); names compared as pip does
+    (case, ``-``, ``_`` and ``.`` alike)."""
+
+    def key(name: str) -> str:
+        return name.lower().replace("_", "-").replace(".", "-")
+
+    by_a = {key(n): (n, v) for n, v in a.items()}
+    by_b = {key(n): (n, v) for n, v in b.items()}
+    return {
+        "added": {by_b[k][0]: by_b[k][1] for k in sorted(by_b.keys() - by_a.keys())},
+        "removed": {by_a[k][0]: by_a[k][1] for k in sorted(by_a.keys() - by_b.keys())},
+        "changed": {
+            by_a[k][0]: {"a": by_a[k][1], "b": by_b[k][1]}
+            for k in sorted(by_a.keys() & by_b.keys())
+            if by_a[k][1] != by_b[k][1]
+        },
+    }
+
+
+def render_packages(diff: dict[str, Any] | None, why: str | None = None) -> list[str]:
+    """The ``packages`` part of ``forge diff``: one line per added, removed or changed one."""
+    if diff is None:
+        return [f"packages: not compared ({why})"]
+    lines = [f"  + {n}=={v}" for n, v in diff["added"].items()]
+    lines += [f"  - {n}=={v}" for n, v in diff["removed"].items()]
+    lines += [f"  ~ {n}: {c['a']} → {c['b']}" for n, c in diff["changed"].items()]
+    if not lines:
+        return ["packages: identical"]
+    counts = ", ".join(f"{len(diff[k])} {k}" for k in ("added", "removed", "changed"))
+    return [f"packages (A → B: {counts}):", *lines]
 
 
 def _is_leaf(node: Any) -> bool:
@@ -66,8 +100,10 @@ def _metric_rows(a: Record, b: Record) -> list[tuple[str, str, str]]:
     return rows
 
 
-def render_diff(a: Record, b: Record, config_a: Any, config_b: Any) -> str:
-    """The text ``forge diff`` prints."""
+def render_diff(
+    a: Record, b: Record, config_a: Any, config_b: Any, packages: list[str] | None = None
+) -> str:
+    """The text ``forge diff`` prints (``packages``: :func:`render_packages`' lines)."""
     out = [f"A  {a['id'][:8]}  {a['path']}", f"B  {b['id'][:8]}  {b['path']}", ""]
     diff = config_diff(config_a, config_b)
     if diff:
@@ -76,6 +112,8 @@ def render_diff(a: Record, b: Record, config_a: Any, config_b: Any) -> str:
     else:
         out.append("config: identical")
     out.append("")
+    if packages:
+        out += [*packages, ""]
     rows = _metric_rows(a, b)
     width = max(len(r[0]) for r in rows) + 2
     col = max(8, *(len(r[1]) for r in rows)) + 2

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.cli.table import format_value
 from tasks.errors import ConfigError
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import METRICS_FILE
 
-__all__ = ["plot_metric", "plot_learning_curves"]
+__all__ = ["plot_against", "plot_metric", "plot_learning_curves"]
 
 
 def _pyplot() -> Any:
@@ -95,3 +96,41 @@ def plot_learning_curves(directory: Path, output: Path) -> bool:
     fig.savefig(output, dpi=90)
     plt.close(fig)
     return True
+
+
+def plot_against(
+    points: Sequence[tuple[Any, float, str]], key: str, metric: str, output: Path
+) -> None:
+    """A scatter of ``metric`` against one hyperparameter, one point per experiment.
+
+    Args:
+        points: ``(hyperparameter value, metric value, label)`` triples.
+        key: the dotted config key (the x axis).
+        metric: what the y axis shows.
+        output: the image to write.
+
+    Numbers are placed on a numeric axis (logarithmic when they span more than two
+    decades, as learning rates do); anything else (names, lists) as categories.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    numeric = all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x, _y, _label in points
+    )
+    if numeric:
+        xs = [float(x) for x, _y, _label in points]
+        if min(xs) > 0 and max(xs) / min(xs) > 100:
+            ax.set_xscale("log")
+    else:
+        names = sorted({format_value(x) for x, _y, _label in points})
+        xs = [float(names.index(format_value(x))) for x, _y, _label in points]
+        ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=20, fontsize=8)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.scatter(xs, [y for _x, y, _label in points], s=28, alpha=0.8)
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=90)
+    plt.close(fig)

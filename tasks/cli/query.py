@@ -2,7 +2,8 @@
 
 A key is a summary field (``id``, ``status``, ``framework``, ``epochs``, ``best``, ...), an
 evaluation metric ``<split>.<metric>`` (``test.accuracy``), a dotted config key
-(``model.params.hidden``) or a provenance field (``run.duration_s``).
+(``model.params.hidden``) or a provenance field (``run.duration_s``). ``tags`` is a list:
+``tags==baseline`` means "is tagged baseline", ``tags!=baseline`` "is not".
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from tasks.config.yamlio import parse_yaml_value
 from tasks.errors import ConfigError
 from tasks.store.summary import Record
 
-__all__ = ["Condition", "SUMMARY_KEYS", "known_keys", "parse_where", "sort_records", "value_of"]
+__all__ = [
+    "Condition",
+    "SUMMARY_KEYS",
+    "known_keys",
+    "parse_where",
+    "sort_records",
+    "tag_condition",
+    "value_of",
+]
 
 SUMMARY_KEYS = (
     "id",
@@ -31,6 +40,8 @@ SUMMARY_KEYS = (
     "epochs",
     "best",
     "best_metric",
+    "tags",
+    "note",
 )
 _MISSING = object()
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -113,6 +124,9 @@ class Condition:
         actual = value_of(record, self.key, _MISSING)
         if actual is _MISSING or actual is None:
             return self.op == "!=" and self.value is not None
+        if self.key == "tags" and isinstance(actual, list) and self.op in ("==", "=", "!="):
+            # Tags are a set: == and = mean "is tagged", != "is not tagged".
+            return (self.op != "!=") == (str(self.value) in actual)
         left, right = _comparable(actual, self.value)
         try:
             return bool(_OPS[self.op](left, right))
@@ -134,11 +148,23 @@ def parse_where(text: str, records: list[Record]) -> Condition:
         )
     key, op, raw = match.groups()
     try:
-        value = parse_yaml_value(raw, where=f"--where {text!r}") if raw else ""
+        # A tag is text as typed (``tags==01`` is the tag "01", not the number 1).
+        value = (
+            raw
+            if key == "tags"
+            else parse_yaml_value(raw, where=f"--where {text!r}")
+            if raw
+            else ""
+        )
     except ConfigError:
         value = raw
     _check_key(key, records, f"--where {text!r}")
     return Condition(key, op, value, text)
+
+
+def tag_condition(tag: str) -> Condition:
+    """``--tag TAG``: the experiment is tagged ``TAG`` (same as ``--where tags==TAG``)."""
+    return Condition("tags", "==", tag, f"--tag {tag}")
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

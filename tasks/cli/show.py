@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from tasks.cli.cleanup import describe_size
 from tasks.cli.table import cell, format_value
@@ -12,7 +13,7 @@ from tasks.store.names import CONFIG_FILE, METRICS_FILE
 from tasks.store.records import RunRecord
 from tasks.store.summary import Record, stored_text
 
-__all__ = ["command_line", "render_show"]
+__all__ = ["command_line", "environment_lines", "render_show"]
 
 _MAX_FILES = 60
 
@@ -22,6 +23,23 @@ def command_line(run: RunRecord) -> str:
     if isinstance(command, list):
         return " ".join(map(str, command)) or "-"
     return format_value(command)
+
+
+def environment_lines(run: RunRecord) -> list[str]:
+    """run.json's ``environment`` in words (nothing for runs from before it was recorded)."""
+    env = run.environment
+    if not env:
+        return []
+    python_raw, gpus_raw = env.get("python"), env.get("gpus")
+    python: dict[str, Any] = python_raw if isinstance(python_raw, dict) else {}
+    gpus: list[Any] = gpus_raw if isinstance(gpus_raw, list) else []
+    return [
+        f"environment python {format_value(python.get('version'))} "
+        f"({format_value(python.get('executable'))}), {format_value(env.get('packages'))} "
+        f"packages in {format_value(env.get('packages_file'))}",
+        f"accelerators cuda {format_value(env.get('cuda'))}   cudnn "
+        f"{format_value(env.get('cudnn'))}   gpus {', '.join(map(str, gpus)) or '-'}",
+    ]
 
 
 def _provenance(run: RunRecord) -> list[str]:
@@ -43,6 +61,7 @@ def _provenance(run: RunRecord) -> list[str]:
         f"command {command_line(run)}",
         "versions " + (", ".join(f"{k} {v}" for k, v in run.versions.items()) or "-"),
     ]
+    lines += environment_lines(run)
     for role, info in run.code.items():
         lines.append(f"code {role}: {info.get('qualname')} ({info.get('fingerprint')})")
     if run.raw.get("resumed_from_epoch"):
@@ -81,6 +100,9 @@ def render_show(root: Path, record: Record) -> str:
         f"data {record['data']}   model {record['model']}   train {record['train']}   "
         f"framework {format_value(record.get('framework'))}",
     ]
+    out.append(f"tags       {', '.join(record.get('tags') or []) or '-'}")
+    note_lines = (record.get("note") or "").splitlines()
+    out += [f"{'note' if i == 0 else '':<10} {line}" for i, line in enumerate(note_lines)]
     out += [f"why stale  {reason}" for reason in record.get("stale_reasons") or []]
     if record.get("damage"):
         out.append(f"damaged    {record['damage']}")

@@ -91,6 +91,8 @@ def cell(record: Record, key: str) -> str:
 def _cell_function(key: str) -> Callable[[Record], str]:
     if key == "id":
         return lambda r: str(r.get("id", ""))[:8]
+    if key == "tags":
+        return lambda r: ",".join(r.get("tags") or [])
     if key == "epochs":
 
         def epochs(record: Record) -> str:
@@ -181,6 +183,8 @@ def default_columns(records: Sequence[Record]) -> list[Column]:
         Column("epochs", "ep", 7),
         Column("best", best_header, 4),
     ]
+    if any(r.get("tags") for r in records):
+        columns.append(Column("tags", "tags", 4.8))
     columns += [
         Column(k, _metric_header(k), 2 + i if i < 2 else 25) for i, k in enumerate(metric_keys)
     ]

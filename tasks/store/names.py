@@ -9,10 +9,16 @@ An experiment tree (see :mod:`tasks.stages` for which step owns which level)::
         <model>-<hash>/                      BuildModel: initial weights, model.json, model.yaml
           <train>-<hash>/                    Train: the experiment
             config.yaml params.json run.json runs.jsonl metrics.csv train.log git.diff
+            environment.txt                  the installed packages (``pip freeze``-like)
+            annotations.json                 tags and a note (``forge tag``/``note``); no
+                                             part of the identity, never reruns a step
             model/  best.*, last.*, best.json, the code-free export
             checkpoints/  epoch-NNNN.<ext> + epoch-NNNN.json sidecars, best-NNNN.<ext>
             tensorboard/
             eval/<eval>-<hash>/              Evaluate: metrics.json, eval.yaml, predictions.h5
+
+The experiment folder's ``.annotations.lock`` serialises ``forge tag``/``note`` (not the
+step's ``.lock``, so a running experiment can be tagged).
 
 Every step folder also holds ``.digest`` (its full content digest), ``.lock`` (the
 step's lock file) and, once complete, ``_SUCCESS`` (written last).
@@ -21,6 +27,8 @@ step's lock file) and, once complete, ``_SUCCESS`` (written last).
 from __future__ import annotations
 
 __all__ = [
+    "ANNOTATIONS_FILE",
+    "ANNOTATIONS_LOCK",
     "BEST_RECORD",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
@@ -28,6 +36,7 @@ __all__ = [
     "DATA_CONFIG_FILE",
     "DATA_FILE",
     "DIGEST_FILE",
+    "ENVIRONMENT_FILE",
     "EVAL_CONFIG_FILE",
     "EVAL_DIR",
     "EVAL_METRICS_FILE",
@@ -79,6 +88,9 @@ MODEL_DIR = "model"
 BEST_RECORD = "best.json"  # inside MODEL_DIR
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
+ENVIRONMENT_FILE = "environment.txt"
+ANNOTATIONS_FILE = "annotations.json"
+ANNOTATIONS_LOCK = ".annotations.lock"
 
 # Evaluate
 EVAL_DIR = "eval"

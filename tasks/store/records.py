@@ -20,9 +20,16 @@ from typing import Any, TypeVar
 from tasks.errors import CorruptArtifactError
 from tasks.store.atomic import atomic_write_text
 from tasks.store.jsonio import dumps_json
-from tasks.store.names import BEST_RECORD, EVAL_METRICS_FILE, MODEL_DIR, RUN_FILE
+from tasks.store.names import (
+    ANNOTATIONS_FILE,
+    BEST_RECORD,
+    EVAL_METRICS_FILE,
+    MODEL_DIR,
+    RUN_FILE,
+)
 
 __all__ = [
+    "AnnotationRecord",
     "BestRecord",
     "EvalRecord",
     "ExportRecord",
@@ -142,6 +149,7 @@ class RunRecord(Stored):
     git: dict[str, Any] = field(default_factory=dict)
     code: dict[str, dict[str, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
     export: ExportRecord = field(default_factory=ExportRecord)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -160,7 +168,7 @@ class RunRecord(Stored):
         text = (str,)
         number = (int, float)
         mappings = {}
-        for key in ("versions", "git", "code", "digests", "export"):
+        for key in ("versions", "git", "code", "digests", "export", "environment"):
             value = raw.get(key)
             if value is not None and not isinstance(value, dict):
                 problems.append(f"{key!r} is a {type(value).__name__}, not a mapping")
@@ -191,6 +199,7 @@ class RunRecord(Stored):
             code=code,
             digests={k: v for k, v in mappings["digests"].items() if isinstance(v, str)},
             export=export,
+            environment=mappings["environment"],
             raw=dict(raw),
             path=path,
         )
@@ -286,3 +295,44 @@ class BestRecord(Stored):
             {**record, "value": self.value},
             indent=None,
         )
+
+
+@dataclass(frozen=True)
+class AnnotationRecord(Stored):
+    """``annotations.json``: an experiment's tags and note (never part of its identity).
+
+    Written by ``forge tag``/``untag``/``note`` only (see :mod:`tasks.store.annotations`);
+    an absent file is simply "no tags, no note".
+    """
+
+    tags: tuple[str, ...] = ()
+    note: str | None = None
+    updated: str | None = None
+
+    @classmethod
+    def read(cls, experiment_dir: Path) -> AnnotationRecord:
+        """The annotations of an experiment; never raises (absent: an empty record)."""
+        path = Path(experiment_dir) / ANNOTATIONS_FILE
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        problems: list[str] = []
+        tags_raw = raw.get("tags")
+        if tags_raw is not None and not isinstance(tags_raw, list):
+            problems.append(f"'tags' is a {type(tags_raw).__name__}, not a list")
+            tags_raw = []
+        tags = tuple(t for t in tags_raw or [] if isinstance(t, str))
+        if len(tags) != len(tags_raw or []):
+            problems.append("'tags' holds entries that are not strings")
+        return cls(
+            tags=tags,
+            note=_typed(raw, "note", (str,), problems),
+            updated=_typed(raw, "updated", (str,), problems),
+            path=path,
+            damage=cls._damage(ANNOTATIONS_FILE, problems),
+        )
+
+    def write(self, experiment_dir: Path) -> None:
+        """Write this record as the experiment's ``annotations.json`` (atomically)."""
+        value = {"tags": list(self.tags), "note": self.note, "updated": self.updated}
+        write_json(Path(experiment_dir) / ANNOTATIONS_FILE, value)

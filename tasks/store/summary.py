@@ -27,7 +27,7 @@ from tasks.store.names import (
     RUN_FILE,
     SUCCESS,
 )
-from tasks.store.records import MISSING, BestRecord, EvalRecord, RunRecord
+from tasks.store.records import MISSING, AnnotationRecord, BestRecord, EvalRecord, RunRecord
 
 __all__ = [
     "DELTA_KEYS",
@@ -186,7 +186,9 @@ def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
 def record_signature(directory: str, evals: list[str]) -> list[int]:
     """mtimes that change whenever a record's content can: the experiment directory (files
     renamed into it), its ``eval/`` folder (evaluations added) and each evaluation folder.
-    Atomic writes rename into these directories, so their mtimes move on every commit.
+    Atomic writes rename into these directories, so their mtimes move on every commit
+    (``forge tag``/``note`` included: ``annotations.json`` is renamed into the experiment
+    directory, so a tagged experiment is re-read without a signature of its own).
     (Plain strings and ``os.stat``: this runs 30,000 times for 10,000 experiments.)"""
     sig: list[int] = []
     eval_dir = f"{directory}/{EVAL_DIR}"
@@ -224,6 +226,11 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     rows = read_metrics(directory / METRICS_FILE)
     evals = _evaluations(directory, damage)
     status = _status(directory, run, damage)
+    # After the status: a torn annotations.json is worth showing, not worth calling the
+    # results themselves damaged.
+    notes = AnnotationRecord.read(directory)
+    if notes.damage and not notes.missing:
+        damage.append(notes.damage)
     metrics: dict[str, Any] = {}
     for ev in evals:
         for name, value in ev["metrics"].items():
@@ -240,6 +247,8 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "train": step_name(parts[2]),
         "framework": model.get("framework") or run.framework,
         "status": status,
+        "tags": list(notes.tags),
+        "note": notes.note,
         "epochs": max((int(r.get("epoch", 0)) for r in rows), default=0),
         "epochs_total": train.get("epochs"),
         "best": _best(directory, rows, train),

@@ -49,11 +49,20 @@ from tasks.settings import forge
 from tasks.stages import SECTIONS
 from tasks.store.atomic import atomic_write_text, storage_errors
 from tasks.store.lock import FolderLock
-from tasks.store.names import SUCCESS, SWEEPS_DIR
+from tasks.store.names import SUCCESS, SWEEP_WORKERS_DIR, SWEEPS_DIR
 from tasks.store.records import json_text
 from tasks.sweep_summary import build_rows, write_summary
 
-__all__ = ["MAX_AUTO_SHARDS", "Sweep", "SweepPlan", "SweepShard", "load_plan"]
+__all__ = [
+    "MAX_AUTO_SHARDS",
+    "Sweep",
+    "SweepPlan",
+    "SweepReport",
+    "SweepShard",
+    "load_plan",
+    "shard_tasks",
+    "worker_tag",
+]
 
 logger = logging.getLogger("forge")
 
@@ -323,44 +332,37 @@ class _ShardRunner:
         return report
 
 
-class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
-    """Run every experiment of a sweep config and write its summary."""
+_started = int(time.time())
 
-    shards = luigi.IntParameter(
-        default=0,
-        description=f"Shard tasks to cut the sweep into (0: min(experiments, {MAX_AUTO_SHARDS})). "
-        "Every worker of one sweep must use the same value.",
-    )
+
+def worker_tag() -> str:
+    """``<host>-<pid>-<start time>``: makes each worker command's :class:`Sweep` its own task."""
+    return f"{os.uname().nodename}-{os.getpid()}-{_started}"
+
+
+class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
+    """One worker's last step of a sweep: check every shard, write the summary, sign off.
+
+    :class:`Sweep` yields it only once all shards are complete. Luigi then walks its
+    ``requires()`` (the shards) and records each as done in this worker's run, including
+    shards other workers ran; that is what lets the worker exit 0. Its output is the
+    worker's record under ``<sweep dir>/workers/``.
+    """
+
+    shards = luigi.IntParameter(description="How many shards the sweep is cut into.")
+    sweep_digest = luigi.Parameter(description="Content hash of the expanded sweep.")
+    worker = luigi.Parameter(description="The worker command (<host>-<pid>-<start time>).")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.plan = load_plan(self.sweep_config, self.results_root)
-        if self.shards < 0:
-            raise ConfigError(f"--shards must be 0 (automatic) or positive, got {self.shards}")
-
-    @property
-    def shard_count(self) -> int:
-        count = self.shards or min(len(self.plan.specs), MAX_AUTO_SHARDS)
-        return max(1, min(count, len(self.plan.specs)))
 
     def requires(self) -> list[SweepShard]:
-        return [
-            SweepShard(
-                sweep_config=self.sweep_config,
-                results_dir=self.results_dir,
-                index=i,
-                count=self.shard_count,
-                sweep_digest=self.plan.digest,
-            )
-            for i in range(self.shard_count)
-        ]
+        return shard_tasks(self.sweep_config, self.results_dir, self.shards, self.sweep_digest)
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(self.plan.directory / SUCCESS))
-
-    def complete(self) -> bool:
-        done = all(self.plan.done(i) for i in range(len(self.plan.specs)))
-        return done and Path(self.output().path).is_file()
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.worker)
+        return luigi.LocalTarget(str(self.plan.directory / SWEEP_WORKERS_DIR / f"{name}.json"))
 
     def run(self) -> None:
         text = write_plan_summary(self.plan)
@@ -371,4 +373,90 @@ class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
                 f"sweep {self.plan.name}: {len(missing)} experiments are not complete "
                 f"(e.g. {missing[0]}); see {self.plan.directory / 'summary.txt'}"
             )
+        record = {"worker": self.worker, "host": os.uname().nodename, "pid": os.getpid()}
+        target = Path(self.output().path)
+        with storage_errors(str(target)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, json_text(record))
+
+
+def shard_tasks(
+    sweep_config: str, results_dir: str | None, count: int, digest: str
+) -> list[SweepShard]:
+    """The ``count`` shards of a sweep (shared by every worker command of it)."""
+    return [
+        SweepShard(
+            sweep_config=sweep_config,
+            results_dir=results_dir,
+            index=i,
+            count=count,
+            sweep_digest=digest,
+        )
+        for i in range(count)
+    ]
+
+
+class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
+    """Run every experiment of a sweep config and write its summary.
+
+    Each worker command schedules its own ``Sweep`` (``worker`` defaults to
+    ``<host>-<pid>``) over the shared ``SweepShard`` tasks, which it yields as dynamic
+    dependencies. So every worker that stays
+    until the last shard is done (``--worker-keep-alive``) runs its own ``Sweep`` and
+    exits 0, and one that leaves while the sweep is incomplete exits non-zero (Luigi's
+    ``not_run``): a worker's exit code says whether the sweep is complete.
+    """
+
+    shards = luigi.IntParameter(
+        default=0,
+        description=f"Shard tasks to cut the sweep into (0: min(experiments, {MAX_AUTO_SHARDS})). "
+        "Every worker of one sweep must use the same value.",
+    )
+    worker = luigi.Parameter(
+        default="",
+        description="Which worker command this root task belongs to (default: <host>-<pid>).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("worker"):
+            kwargs["worker"] = worker_tag()
+        super().__init__(*args, **kwargs)
+        self.plan = load_plan(self.sweep_config, self.results_root)
+        if self.shards < 0:
+            raise ConfigError(f"--shards must be 0 (automatic) or positive, got {self.shards}")
+
+    @property
+    def shard_count(self) -> int:
+        count = self.shards or min(len(self.plan.specs), MAX_AUTO_SHARDS)
+        return max(1, min(count, len(self.plan.specs)))
+
+    def shard_tasks(self) -> list[SweepShard]:
+        """The shards of this sweep (shared by every worker command of it)."""
+        return shard_tasks(self.sweep_config, self.results_dir, self.shard_count, self.plan.digest)
+
+    def report_task(self) -> SweepReport:
+        """This worker's summary step, run once every shard is complete."""
+        return SweepReport(
+            sweep_config=self.sweep_config,
+            results_dir=self.results_dir,
+            shards=self.shard_count,
+            sweep_digest=self.plan.digest,
+            worker=self.worker,
+        )
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.plan.directory / SUCCESS))
+
+    def complete(self) -> bool:
+        done = all(self.plan.done(i) for i in range(len(self.plan.specs)))
+        return done and Path(self.output().path).is_file()
+
+    def run(self) -> Iterator[Any]:
+        # Dynamic dependencies, in two rounds. A worker records a task as done only when
+        # it ran it or found it complete when adding it; shards another worker finished
+        # meanwhile would stay "pending" (exit code 25 although the sweep succeeded).
+        # So: first run (or wait for) the shards, then add this worker's report, which
+        # requires them all and is added only now that they are complete.
+        yield self.shard_tasks()
+        yield self.report_task()
         atomic_write_text(self.plan.directory / SUCCESS, "")

@@ -49,6 +49,7 @@ __all__ = [
     "RUN_FILE",
     "SUCCESS",
     "SWEEPS_DIR",
+    "SWEEP_WORKERS_DIR",
     "TENSORBOARD_DIR",
 ]
 
@@ -92,3 +93,5 @@ INDEX_DIR = ".forge"
 INDEX_FILE = f"{INDEX_DIR}/index.jsonl"
 INDEX_LOCK_FILE = f"{INDEX_DIR}/index.lock"
 SWEEPS_DIR = "sweeps"
+# Inside a sweep's folder: one record per worker command that saw the sweep complete.
+SWEEP_WORKERS_DIR = "workers"

@@ -42,7 +42,13 @@ import luigi
 from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
 from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
-from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
+from tasks.config.sweep import (
+    Choices,
+    SearchConfig,
+    SweepExperiment,
+    expand_sweep,
+    load_sweep_config,
+)
 from tasks.errors import ConfigError, ForgeError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
@@ -55,11 +61,14 @@ from tasks.sweep_summary import build_rows, write_summary
 
 __all__ = [
     "MAX_AUTO_SHARDS",
+    "ShardRunner",
     "Sweep",
     "SweepPlan",
     "SweepReport",
     "SweepShard",
     "load_plan",
+    "locked_summary",
+    "plan_complete",
     "shard_tasks",
     "worker_tag",
 ]
@@ -81,6 +90,7 @@ class SweepPlan:
     experiments: list[SweepExperiment]
     specs: list[Spec]
     inputs: tuple[Any, ...] = field(repr=False, default=())
+    search: SearchConfig | None = None
 
     @property
     def directory(self) -> Path:
@@ -139,7 +149,11 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
             raise type(err)(
                 f"sweep config {path}: experiment with {exp.overrides or 'no overrides'}: {err}"
             ) from err
-    identity = [[spec[level].digest for level in SECTIONS] for spec in specs]
+    identity: Any = [[spec[level].digest for level in SECTIONS] for spec in specs]
+    if config.search is not None:
+        _check_space(path, config.search, experiments[0], results_root)
+        # ``trials`` is not part of it: raising it continues the same study.
+        identity = {"experiments": identity, "search": config.search.identity()}
     plan = SweepPlan(
         source=path,
         name=_sweep_name(path, config.name),
@@ -148,9 +162,31 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
         experiments=experiments,
         specs=specs,
         inputs=_input_keys(experiments),
+        search=config.search,
     )
     _plans[key] = plan
     return plan
+
+
+def _check_space(
+    path: Path, search: SearchConfig, base: SweepExperiment, results_root: Path
+) -> None:
+    """Every key of the search space must exist in the resolved configs: resolve the base
+    experiment with each key set to one of its values.
+
+    Raises:
+        ConfigError: a key does not exist or a value does not fit its schema.
+    """
+    values = tuple(
+        (key, dim.choices[0] if isinstance(dim, Choices) else dim.low)
+        for key, dim in search.space.items()
+    )
+    probe = SweepExperiment(base.data, base.model, base.train, base.eval, values)
+    paths = {"data": probe.data, "model": probe.model, "train": probe.train, "eval": probe.eval}
+    try:
+        resolve_spec(SECTIONS, paths, probe.overrides, results_root)
+    except ForgeError as err:
+        raise type(err)(f"sweep config {path}: key 'search.space': {err}") from err
 
 
 def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
@@ -159,7 +195,7 @@ def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked_summary(directory: Path) -> Iterator[None]:
     """Serialise summary writers of one sweep (across processes and hosts)."""
     with FolderLock.of(directory).hold():
         yield
@@ -178,7 +214,11 @@ def _recorded_failures(plan: SweepPlan) -> dict[str, dict[str, str]]:
 
 def write_plan_summary(plan: SweepPlan) -> str:
     """Rewrite the sweep's summary files from the disk state; return the text table."""
-    with _locked(plan.directory):
+    if plan.search is not None:
+        from tasks.search.shard import write_search_plan_summary
+
+        return write_search_plan_summary(plan)
+    with locked_summary(plan.directory):
         failures = _recorded_failures(plan)
         rows = build_rows((plan.describe(i) for i in range(len(plan.specs))), failures)
         header = {"sweep": plan.name, "source": str(plan.source), "digest": plan.digest}
@@ -223,7 +263,7 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 f"sweep config {self.sweep_config} (or a config it lists) changed since this "
                 "sweep was scheduled; rerun the command"
             )
-        runner = _ShardRunner(self, plan)
+        runner = ShardRunner(self, plan, len(self.indices))
         for position, index in enumerate(self.indices):
             runner.run_experiment(position, index)
         record = {
@@ -250,13 +290,13 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             )
 
 
-class _ShardRunner:
+class ShardRunner:
     """Runs one experiment's chain of steps in-process, remembering shared upstream steps."""
 
-    def __init__(self, shard: SweepShard, plan: SweepPlan) -> None:
+    def __init__(self, shard: SweepParams, plan: SweepPlan, total: int) -> None:
         self.shard = shard
         self.plan = plan
-        self.total = len(shard.indices)
+        self.total = total
         self.done: set[str] = set()
         self.broken: dict[str, str] = {}
         self.ran: list[str] = []
@@ -267,7 +307,10 @@ class _ShardRunner:
         if self.plan.done(index):
             return
         key = self.plan.key(index)
-        params = self.plan.experiments[index].params(self.shard.results_dir)
+        self.run_chain(position, key, self.plan.experiments[index].params(self.shard.results_dir))
+
+    def run_chain(self, position: int, key: str, params: dict[str, Any]) -> bool:
+        """Run one experiment's steps (those not complete); False when one failed."""
         chain: list[ForgeTask] = [Evaluate(**params)]
         while upstream := chain[-1].requires():
             chain.append(upstream)
@@ -277,7 +320,7 @@ class _ShardRunner:
                 continue
             if task.task_id in self.broken:
                 self._fail(key, task, f"upstream step failed: {self.broken[task.task_id]}")
-                return
+                return False
             try:
                 if not task.complete():
                     self._execute(task, position)
@@ -285,9 +328,10 @@ class _ShardRunner:
                 message = f"{type(err).__name__}: {err}"
                 self.broken[task.task_id] = message
                 self._fail(key, task, message, err)
-                return
+                return False
             self.done.add(task.task_id)
         self.ran.append(key)
+        return True
 
     def _fail(self, key: str, task: ForgeTask, message: str, err: Exception | None = None) -> None:
         self.failures[key] = {"step": task.task_family, "error": message}
@@ -357,7 +401,7 @@ class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
         super().__init__(*args, **kwargs)
         self.plan = load_plan(self.sweep_config, self.results_root)
 
-    def requires(self) -> list[SweepShard]:
+    def requires(self) -> list[luigi.Task]:
         return shard_tasks(self.sweep_config, self.results_dir, self.shards, self.sweep_digest)
 
     def output(self) -> luigi.LocalTarget:
@@ -367,8 +411,13 @@ class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
     def run(self) -> None:
         text = write_plan_summary(self.plan)
         logger.info("sweep %s summary (%s):\n%s", self.plan.name, self.plan.directory, text)
+        if self.plan.search is not None and not plan_complete(self.plan):
+            raise SweepError(
+                f"search {self.plan.name}: not every trial is finished; "
+                f"see {self.plan.directory / 'summary.txt'}"
+            )
         missing = [self.plan.key(i) for i in range(len(self.plan.specs)) if not self.plan.done(i)]
-        if missing:
+        if missing and self.plan.search is None:
             raise SweepError(
                 f"sweep {self.plan.name}: {len(missing)} experiments are not complete "
                 f"(e.g. {missing[0]}); see {self.plan.directory / 'summary.txt'}"
@@ -380,10 +429,35 @@ class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
             atomic_write_text(target, json_text(record))
 
 
+def plan_complete(plan: SweepPlan) -> bool:
+    """Every experiment evaluated (a grid), or every trial finished (a search)."""
+    if plan.search is not None:
+        from tasks.search.shard import search_study
+
+        return search_study(plan).finished()
+    return all(plan.done(i) for i in range(len(plan.specs)))
+
+
 def shard_tasks(
     sweep_config: str, results_dir: str | None, count: int, digest: str
-) -> list[SweepShard]:
+) -> list[luigi.Task]:
     """The ``count`` shards of a sweep (shared by every worker command of it)."""
+    plan = load_plan(sweep_config, Path(results_dir or forge().results_dir))
+    if plan.search is not None:
+        from tasks.search.shard import SearchShard, search_study
+
+        trials = search_study(plan).budget
+        return [
+            SearchShard(
+                sweep_config=sweep_config,
+                results_dir=results_dir,
+                index=i,
+                count=count,
+                sweep_digest=digest,
+                trials=trials,
+            )
+            for i in range(count)
+        ]
     return [
         SweepShard(
             sweep_config=sweep_config,
@@ -427,10 +501,14 @@ class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
 
     @property
     def shard_count(self) -> int:
+        if self.plan.search is not None:
+            # Each search shard asks for trials until the budget is used: one per worker
+            # is enough, more only cost scheduling.
+            return self.shards or min(self.plan.search.trials, MAX_AUTO_SHARDS)
         count = self.shards or min(len(self.plan.specs), MAX_AUTO_SHARDS)
         return max(1, min(count, len(self.plan.specs)))
 
-    def shard_tasks(self) -> list[SweepShard]:
+    def shard_tasks(self) -> list[luigi.Task]:
         """The shards of this sweep (shared by every worker command of it)."""
         return shard_tasks(self.sweep_config, self.results_dir, self.shard_count, self.plan.digest)
 
@@ -448,8 +526,7 @@ class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
         return luigi.LocalTarget(str(self.plan.directory / SUCCESS))
 
     def complete(self) -> bool:
-        done = all(self.plan.done(i) for i in range(len(self.plan.specs)))
-        return done and Path(self.output().path).is_file()
+        return Path(self.output().path).is_file() and plan_complete(self.plan)
 
     def run(self) -> Iterator[Any]:
         # Dynamic dependencies, in two rounds. A worker records a task as done only when

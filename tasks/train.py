@@ -27,6 +27,7 @@ from tasks.data.h5store import BatchStream, DataMeta, read_meta
 from tasks.errors import ConfigError, TrainingDivergedError
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
+from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text
@@ -264,7 +265,7 @@ class Train(TrainParams, ForgeTask):
         session = backend.session(model, settings)
         start, best_epoch, best_value = self._resume(directory, session, backend)
         run["resumed_from_epoch"] = start or None
-        self._fit(
+        run["end_reason"] = self._fit(
             directory, backend, session, settings, meta, data_path, start, best_epoch, best_value
         )
         model_dir = directory / MODEL_DIR
@@ -303,7 +304,7 @@ class Train(TrainParams, ForgeTask):
         start: int,
         best_epoch: int | None,
         best_value: float | None,
-    ) -> None:
+    ) -> str:
         train_cfg = self.spec["train"].config
         monitor, mode = train_cfg["monitor"], train_cfg["mode"]
         every = train_cfg["checkpoint_every"]
@@ -351,9 +352,14 @@ class Train(TrainParams, ForgeTask):
                 prune(directory, keep_best=state["best_epoch"])
             progress.update(epoch, logs)
             logger.info("epoch %d/%d %s", epoch, settings.epochs, logs)
+            report_epoch(epoch, logs)  # a search may stop (prune) its trial here
 
+        end_reason = "completed"
         try:
             session.fit(train_stream, val_stream, start, on_epoch_end)
+        except StopTraining as stop:
+            end_reason = stop.reason
+            logger.info("training stopped early: %s", stop.reason)
         finally:
             writer.close()
             progress.close()
@@ -365,6 +371,7 @@ class Train(TrainParams, ForgeTask):
         BestRecord(epoch=best, monitor=monitor, mode=mode, value=state["best_value"]).write(
             directory
         )
+        return end_reason
 
     def _export(
         self,

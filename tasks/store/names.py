@@ -50,6 +50,9 @@ __all__ = [
     "SUCCESS",
     "SWEEPS_DIR",
     "SWEEP_WORKERS_DIR",
+    "SEARCH_JOURNAL",
+    "SEARCH_LOCK",
+    "SEARCH_TRIALS_DIR",
     "TENSORBOARD_DIR",
 ]
 
@@ -95,3 +98,8 @@ INDEX_LOCK_FILE = f"{INDEX_DIR}/index.lock"
 SWEEPS_DIR = "sweeps"
 # Inside a sweep's folder: one record per worker command that saw the sweep complete.
 SWEEP_WORKERS_DIR = "workers"
+# Inside a search's folder: Optuna's journal, the lock every access to it holds, and one
+# folder per trial whose lock its running worker holds (so a dead worker's trial is seen).
+SEARCH_JOURNAL = "study.journal"
+SEARCH_LOCK = ".study.lock"
+SEARCH_TRIALS_DIR = "trials"

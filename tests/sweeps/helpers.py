@@ -136,3 +136,42 @@ def training_pids(results_dir: Path) -> dict[str, set[int]]:
         exp: {int(str(line["pid"])) for line in lines if line["status"] == "running"}
         for exp, lines in attempts(results_dir).items()
     }
+
+
+def tiny_search(
+    folder: Path,
+    trials: int,
+    *,
+    epochs: int = 3,
+    pruner: str = "none",
+    sampler: str = "tpe",
+    startup_trials: int = 5,
+) -> Path:
+    """A search over moons (learning rate and hidden sizes), ``epochs``-epoch training."""
+    train = write_yaml(folder / "train.yaml", f"epochs: {epochs}\nbatch_size: 128\ndevice: cpu\n")
+    return write_yaml(
+        folder / "search.yaml",
+        f"data: [{DATA}]\nmodel: [{TORCH}]\ntrain: [{train}]\n"
+        "search:\n"
+        "  metric: val_accuracy\n"
+        "  direction: maximize\n"
+        f"  trials: {trials}\n"
+        f"  sampler: {sampler}\n"
+        "  seed: 0\n"
+        f"  pruner: {pruner}\n"
+        f"  startup_trials: {startup_trials}\n"
+        "  space:\n"
+        "    train.optimizer.lr: {low: 0.0001, high: 0.1, log: true}\n"
+        "    model.params.hidden: {choices: [[8], [16, 8]]}\n",
+    )
+
+
+def search_summary(results_dir: Path) -> dict[str, object]:
+    """The (single) search summary under ``results_dir``."""
+    (summary,) = (results_dir / "sweeps").glob("*/summary.json")
+    return dict(json.loads(summary.read_text()))
+
+
+def trial_rows(results_dir: Path) -> list[dict[str, object]]:
+    """The trials of the (single) search summary under ``results_dir``, best first."""
+    return list(search_summary(results_dir)["trials_table"])  # type: ignore[call-overload]

@@ -21,8 +21,10 @@ from tests.sweeps.helpers import (
     running_luigid,
     start_worker,
     summary_rows,
+    tiny_search,
     tiny_sweep,
     training_pids,
+    trial_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -139,3 +141,28 @@ def test_replacement_worker_takes_over_a_killed_workers_shard_within_a_minute(
     restarted = datetime.fromisoformat(str(killed[1]["start"]))
     died = datetime.fromisoformat(str(killed[0]["start"]))
     assert (restarted - died).total_seconds() < 75, "the dead worker's shard stalled"
+
+
+def test_two_identical_worker_commands_share_a_search(tmp_path: Path, results_dir: Path) -> None:
+    search = tiny_search(tmp_path, trials=6, epochs=8, sampler="random")
+    with running_luigid(tmp_path / "luigid") as port:
+        workers = [
+            start_worker(search, results_dir, port, tmp_path / f"worker{i}.log") for i in range(2)
+        ]
+        try:
+            codes = [w.wait() for w in workers]
+        finally:
+            for w in workers:
+                w.stop()
+    logs = "\n".join(w.output() for w in workers)
+    assert codes == [0, 0], logs
+    rows = trial_rows(results_dir)
+    assert sorted(r["trial"] for r in rows) == list(range(6)), rows
+    assert all(r["state"] == "complete" for r in rows), rows
+    runs = attempts(results_dir)
+    for experiment, lines in runs.items():  # each trial's experiment trained once
+        assert [line["status"] for line in lines] == ["running", "done"], experiment
+    pids = _every_pid(results_dir)
+    for worker in workers:
+        assert worker.pid in pids, f"worker {worker.pid} ran no trial: {pids}\n{logs}"
+    assert list((results_dir / "sweeps").glob("*/_SUCCESS"))

@@ -39,6 +39,7 @@ from typing import Any
 
 import luigi
 
+from tasks import preemption
 from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
 from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
@@ -49,7 +50,7 @@ from tasks.config.sweep import (
     expand_sweep,
     load_sweep_config,
 )
-from tasks.errors import ConfigError, ForgeError, SweepError
+from tasks.errors import ConfigError, ForgeError, PreemptedError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
 from tasks.stages import SECTIONS
@@ -66,6 +67,7 @@ __all__ = [
     "SweepPlan",
     "SweepReport",
     "SweepShard",
+    "check_preempted",
     "load_plan",
     "locked_summary",
     "plan_complete",
@@ -264,8 +266,10 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 "sweep was scheduled; rerun the command"
             )
         runner = ShardRunner(self, plan, len(self.indices))
-        for position, index in enumerate(self.indices):
-            runner.run_experiment(position, index)
+        with preemption.watching():
+            for position, index in enumerate(self.indices):
+                check_preempted(f"shard {self.index + 1}/{self.count} of sweep {plan.name}")
+                runner.run_experiment(position, index)
         record = {
             "shard": self.index,
             "count": self.count,
@@ -324,6 +328,8 @@ class ShardRunner:
             try:
                 if not task.complete():
                     self._execute(task, position)
+            except PreemptedError:
+                raise  # the process is going away: stop the shard, not just this experiment
             except Exception as err:  # one experiment's failure must not stop the others
                 message = f"{type(err).__name__}: {err}"
                 self.broken[task.task_id] = message
@@ -427,6 +433,19 @@ class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
         with storage_errors(str(target)):
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(target, json_text(record))
+
+
+def check_preempted(what: str) -> None:
+    """Stop before the next experiment once the process was asked to stop.
+
+    Raises:
+        PreemptedError: SIGUSR1 or SIGTERM was received.
+    """
+    if preemption.stop_requested():
+        raise PreemptedError(
+            f"{what} stopped by {preemption.received()} before its next experiment; "
+            "rerun the same command to continue"
+        )
 
 
 def plan_complete(plan: SweepPlan) -> bool:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tasks import preemption
 from tasks.backends import get_backend
 from tasks.backends.base import Backend, TrainSession, TrainSettings
 from tasks.base import ForgeTask, TrainParams
@@ -24,7 +25,7 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError, TrainingDivergedError
+from tasks.errors import ConfigError, PreemptedError, TrainingDivergedError
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
 from tasks.search.trial import StopTraining, report_epoch
@@ -149,7 +150,8 @@ class Train(TrainParams, ForgeTask):
 
     def run(self) -> None:
         self._check_objective(read_meta(self.spec.dirs["data"] / DATA_FILE))
-        super().run()
+        with preemption.watching():  # SIGUSR1/SIGTERM: checkpoint, then stop
+            super().run()
 
     def _check_objective(self, meta: DataMeta) -> None:
         """Unlabelled data needs a named objective: fail before the experiment starts.
@@ -181,6 +183,8 @@ class Train(TrainParams, ForgeTask):
                 self._train(directory, run)
             except BaseException as err:
                 run.update(status="failed", error=f"{type(err).__name__}: {err}")
+                if isinstance(err, PreemptedError):
+                    run["end_reason"] = "preempted"
                 self._finish_record(directory, run)
                 raise
             run["status"] = "done"
@@ -343,7 +347,8 @@ class Train(TrainParams, ForgeTask):
                 with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
                     session.save_weights(tmp)
                 state.update(best_epoch=epoch, best_value=value)
-            if epoch % every == 0 or epoch == settings.epochs:
+            stop = preemption.stop_requested()
+            if epoch % every == 0 or epoch == settings.epochs or stop:
                 with atomic_path(
                     checkpoint_path(directory, epoch, backend.checkpoint_suffix)
                 ) as tmp:
@@ -352,6 +357,12 @@ class Train(TrainParams, ForgeTask):
                 prune(directory, keep_best=state["best_epoch"])
             progress.update(epoch, logs)
             logger.info("epoch %d/%d %s", epoch, settings.epochs, logs)
+            if stop:
+                raise PreemptedError(
+                    f"Train for {directory} stopped by {preemption.received()} after epoch "
+                    f"{epoch}/{settings.epochs}; its checkpoint is saved: rerun the same "
+                    "command to resume from it"
+                )
             report_epoch(epoch, logs)  # a search may stop (prune) its trial here
 
         end_reason = "completed"

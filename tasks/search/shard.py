@@ -19,6 +19,7 @@ from typing import Any
 
 import luigi
 
+from tasks import preemption
 from tasks.base import FreshInstances
 from tasks.config.sweep import SweepExperiment
 from tasks.errors import ConfigError, SweepError
@@ -28,7 +29,14 @@ from tasks.search.trial import PRUNED, reporting
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import METRICS_FILE
 from tasks.store.records import RunRecord
-from tasks.sweep import ShardRunner, SweepParams, SweepPlan, load_plan, locked_summary
+from tasks.sweep import (
+    ShardRunner,
+    SweepParams,
+    SweepPlan,
+    check_preempted,
+    load_plan,
+    locked_summary,
+)
 from tasks.sweep_summary import write_search_summary
 
 __all__ = ["SearchShard", "search_study", "write_search_plan_summary"]
@@ -81,7 +89,20 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             )
         runner = ShardRunner(self, plan, self.study.budget)
         failed: list[str] = []
+        with preemption.watching():
+            self._loop(runner, failed)
+        write_search_plan_summary(plan)
+        if failed:
+            raise SweepError(
+                f"{len(failed)} trials of search {plan.name} failed ({', '.join(failed[:3])}); "
+                f"see {plan.directory / 'summary.txt'}"
+            )
+
+    def _loop(self, runner: ShardRunner, failed: list[str]) -> None:
+        """Ask, run, tell until the budget is finished. A preempted trial is not told: it
+        stays RUNNING until its lock is free, then is asked again (and resumes)."""
         while True:
+            check_preempted(f"shard {self.index + 1}/{self.count} of search {self.plan.name}")
             with contextlib.ExitStack() as holding:
                 with self.study.locked() as study:
                     counts = self.study.counts(study)
@@ -97,12 +118,6 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                     continue
                 if not self._run_trial(runner, trial, values, position):
                     failed.append(f"trial {trial.number}")
-        write_search_plan_summary(plan)
-        if failed:
-            raise SweepError(
-                f"{len(failed)} trials of search {plan.name} failed ({', '.join(failed[:3])}); "
-                f"see {plan.directory / 'summary.txt'}"
-            )
 
     def _run_trial(
         self, runner: ShardRunner, trial: Any, values: dict[str, Any], position: int

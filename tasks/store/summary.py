@@ -264,7 +264,8 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "code": run.code,
         "damage": "; ".join(damage) or None,
         "sig": sig,
-        "volatile": status not in ("done", PRUNED) or (not settled and max(sig) >= started - RACY_NS),
+        "volatile": status not in ("done", PRUNED)
+        or (not settled and max(sig) >= started - RACY_NS),
     }
 
 

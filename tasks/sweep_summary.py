@@ -23,6 +23,7 @@ __all__ = [
     "SUMMARY_JSON",
     "SUMMARY_TXT",
     "format_table",
+    "read_search_summary",
     "search_rows",
     "write_search_summary",
     "write_summary",
@@ -195,3 +196,22 @@ def write_search_summary(
     )
     atomic_write_text(directory / SUMMARY_TXT, text)
     return text
+
+
+def read_search_summary(directory: Path) -> dict[str, Any]:
+    """A search's ``summary.json``: metric, direction and the trials table.
+
+    Raises:
+        ExperimentNotFoundError: ``directory`` holds no search summary (or a damaged one).
+    """
+    from tasks.errors import ExperimentNotFoundError
+    from tasks.store.records import read_json_object
+
+    data, damage = read_json_object(directory / SUMMARY_JSON)
+    if damage is not None or not isinstance(data.get("trials_table"), list):
+        why = "not a search summary" if damage is None else damage
+        raise ExperimentNotFoundError(
+            f"{directory / SUMMARY_JSON}: {why}; pass the folder of a search under "
+            "<results>/sweeps/ (it is written as soon as a search has finished a trial)"
+        )
+    return data

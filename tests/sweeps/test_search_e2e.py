@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,3 +127,24 @@ def test_pruned_trials_stop_early_and_count_as_complete(tmp_path: Path, results_
     assert "pruned" in text
     again = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
     assert again.returncode == 0 and again.ran == [], again.output[-3000:]
+    # forge ls shows them as pruned; forge plot draws the optimisation history.
+    listing = _forge("ls", str(results_dir))
+    assert listing.count("pruned") == len(pruned), listing
+    (folder,) = (results_dir / "sweeps").iterdir()
+    image = tmp_path / "history.png"
+    drawn = _forge("plot", "--search", str(folder), "--output", str(image))
+    assert f"({len(rows)} trials)" in drawn and image.read_bytes()[:4] == b"\x89PNG"
+
+
+def _forge(*args: str) -> str:
+    forge = Path(sys.executable).with_name("forge")
+    proc = subprocess.run(
+        [str(forge), *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout

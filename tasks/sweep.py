@@ -41,6 +41,7 @@ import luigi
 
 from tasks import preemption
 from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
+from tasks.config.checks import logged_metrics
 from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
 from tasks.config.sweep import (
@@ -186,9 +187,15 @@ def _check_space(
     probe = SweepExperiment(base.data, base.model, base.train, base.eval, values)
     paths = {"data": probe.data, "model": probe.model, "train": probe.train, "eval": probe.eval}
     try:
-        resolve_spec(SECTIONS, paths, probe.overrides, results_root)
+        spec = resolve_spec(SECTIONS, paths, probe.overrides, results_root)
     except ForgeError as err:
         raise type(err)(f"sweep config {path}: key 'search.space': {err}") from err
+    logged = logged_metrics(spec.sections)
+    if logged is not None and search.metric not in logged:
+        raise ConfigError(
+            f"sweep config {path}: key 'search.metric' is {search.metric!r}, which training "
+            f"never logs; set it to one of {', '.join(sorted(logged))}"
+        )
 
 
 def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:

@@ -94,7 +94,7 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
         write_search_plan_summary(plan)
         if failed:
             raise SweepError(
-                f"{len(failed)} trials of search {plan.name} failed ({', '.join(failed[:3])}); "
+                f"{len(failed)} trials of search {plan.name} failed ({'; '.join(failed[:3])}); "
                 f"see {plan.directory / 'summary.txt'}"
             )
 
@@ -117,7 +117,8 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                     time.sleep(_WAIT_S)
                     continue
                 if not self._run_trial(runner, trial, values, position):
-                    failed.append(f"trial {trial.number}")
+                    error = next(reversed(runner.failures.values()), {}).get("error", "")
+                    failed.append(f"trial {trial.number}: {error}")
 
     def _run_trial(
         self, runner: ShardRunner, trial: Any, values: dict[str, Any], position: int

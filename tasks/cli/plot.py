@@ -10,7 +10,7 @@ from tasks.errors import ConfigError
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import METRICS_FILE
 
-__all__ = ["plot_learning_curves", "plot_metric", "plot_search_history"]
+__all__ = ["plot_confusion", "plot_learning_curves", "plot_metric", "plot_search_history"]
 
 
 def _pyplot() -> Any:
@@ -67,6 +67,26 @@ def plot_metric(
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return missing
+
+
+def plot_confusion(matrix: list[list[int]], output: Path) -> None:
+    """Draw a confusion matrix (rows: true class, columns: predicted) with its counts."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
 
 
 def plot_search_history(summary: dict[str, Any], output: Path) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "BEST_RECORD",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "CONFUSION_FILE",
     "CONFUSION_PNG",
     "DATA_CONFIG_FILE",
     "DATA_FILE",
@@ -89,6 +90,9 @@ EVAL_DIR = "eval"
 EVAL_METRICS_FILE = "metrics.json"
 EVAL_CONFIG_FILE = "eval.yaml"
 PREDICTIONS_FILE = "predictions.h5"
+# The confusion matrix's counts (Evaluate); the figure is drawn from them by forge report.
+# Older evaluations hold the figure itself.
+CONFUSION_FILE = "confusion.json"
 CONFUSION_PNG = "confusion_matrix.png"
 
 # The results directory

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from tasks.errors import CorruptArtifactError
 from tasks.store.atomic import atomic_write_text
 from tasks.store.jsonio import dumps_json
-from tasks.store.names import BEST_RECORD, EVAL_METRICS_FILE, MODEL_DIR, RUN_FILE
+from tasks.store.names import BEST_RECORD, CONFUSION_FILE, EVAL_METRICS_FILE, MODEL_DIR, RUN_FILE
 
 __all__ = [
     "BestRecord",
@@ -29,6 +29,7 @@ __all__ = [
     "RunRecord",
     "Stored",
     "json_text",
+    "read_confusion",
     "read_json_object",
     "write_json",
 ]
@@ -286,3 +287,18 @@ class BestRecord(Stored):
             {**record, "value": self.value},
             indent=None,
         )
+
+
+def read_confusion(eval_dir: Path) -> list[list[int]] | None:
+    """The confusion matrix Evaluate stored (rows: true class, columns: predicted), or
+    None when there is none or it is not a square matrix of counts; never raises."""
+    raw, damage = read_json_object(Path(eval_dir) / CONFUSION_FILE)
+    matrix = raw.get("matrix") if damage is None else None
+    if not isinstance(matrix, list) or not matrix:
+        return None
+    size = len(matrix)
+    ok = all(
+        isinstance(r, list) and len(r) == size and all(type(c) is int and c >= 0 for c in r)
+        for r in matrix
+    )
+    return matrix if ok else None

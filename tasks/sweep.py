@@ -39,7 +39,7 @@ from typing import Any
 
 import luigi
 
-from tasks import preemption
+from tasks import export_policy, preemption
 from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
 from tasks.config.checks import logged_metrics
 from tasks.config.compose import chain_key
@@ -94,6 +94,7 @@ class SweepPlan:
     specs: list[Spec]
     inputs: tuple[Any, ...] = field(repr=False, default=())
     search: SearchConfig | None = None
+    export: str = "lazy"
 
     @property
     def directory(self) -> Path:
@@ -166,6 +167,7 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
         specs=specs,
         inputs=_input_keys(experiments),
         search=config.search,
+        export=config.export,
     )
     _plans[key] = plan
     return plan
@@ -326,6 +328,10 @@ class ShardRunner:
         while upstream := chain[-1].requires():
             chain.append(upstream)
         logger.info("sweep %s: experiment %d/%d %s", self.plan.name, position + 1, self.total, key)
+        with export_policy.deferring(self.plan.export == "lazy"):
+            return self._run_chain(position, key, chain)
+
+    def _run_chain(self, position: int, key: str, chain: list[ForgeTask]) -> bool:
         for task in reversed(chain):
             if task.task_id in self.done:
                 continue

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks import preemption
+from tasks import export_policy, preemption
 from tasks.backends import get_backend
 from tasks.backends.base import Backend, TrainSession, TrainSettings
 from tasks.base import ForgeTask, TrainParams
@@ -275,7 +275,11 @@ class Train(TrainParams, ForgeTask):
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
             session.save_weights(tmp)
-        run["export"] = self._export(backend, session, meta, model_dir, inputs)
+        run["export"] = (
+            {"ok": False, "deferred": True, "error": export_policy.DEFERRED_NOTE}
+            if export_policy.deferred()  # a sweep: the first code-free load exports
+            else self._export(backend, session, meta, model_dir, inputs)
+        )
 
     def _resume(
         self, directory: Path, session: TrainSession, backend: Backend

@@ -165,6 +165,9 @@ class SweepConfig(BaseModel):
         default_factory=list, alias="zip"
     )
     search: SearchConfig | None = None
+    # lazy: experiments write their code-free export on the first code-free load, not
+    # after training (see tasks/export_policy.py); eager: right after training.
+    export: Literal["lazy", "eager"] = "lazy"
 
     @field_validator("grid")
     @classmethod

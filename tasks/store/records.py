@@ -124,6 +124,7 @@ class ExportRecord:
     file: str | None = None
     checkpoint: str | int | None = None
     error: str | None = None
+    deferred: bool = False  # a sweep left it to the first code-free load
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class RunRecord(Stored):
             file=export_raw.get("file") if isinstance(export_raw.get("file"), str) else None,
             checkpoint=export_raw.get("checkpoint"),
             error=str(export_raw["error"]) if export_raw.get("error") is not None else None,
+            deferred=export_raw.get("deferred") is True,
         )
         record = cls(
             status=_typed(raw, "status", text, problems),

@@ -17,6 +17,7 @@ REGISTRY: list[tuple[str, str, str]] = [
     ("streaming", "benchmarks.streaming", "BatchStream vs in-memory numpy; peak memory"),
     ("noop_rerun", "benchmarks.noop_rerun", "no-op luigi rerun vs import luigi"),
     ("sweep_scaling", "benchmarks.sweep_scaling", "cold sweep of N experiments vs plain Luigi"),
+    ("sweep_loop", "benchmarks.sweep_loop", "sweep of 40 small experiments vs a hand loop"),
     ("noop_status", "benchmarks.noop_status", "no-op status of N experiments vs plain Luigi"),
     ("forge_ls", "benchmarks.forge_ls", "forge ls over 10,000 directories"),
     ("load_trained", "benchmarks.load_trained", "LoadTrained vs build + load weights by hand"),

@@ -15,7 +15,8 @@ them all at once and the command line can print them as one clean line::
      │    └── TrainingDivergedError     training produced a NaN or infinite loss / metric
      ├── StorageError             writing results failed (disk full, I/O error, read-only dir)
      ├── SweepError               experiments of a sweep failed (the others still ran)
-     └── AlreadyRunningError      another process is running the same step right now
+     ├── AlreadyRunningError      another process is running the same step right now
+     └── PreemptedError           SIGUSR1/SIGTERM: training saved a checkpoint and stopped
 
 and the warnings users may filter::
 
@@ -37,6 +38,7 @@ __all__ = [
     "ExperimentNotFoundError",
     "ForgeError",
     "ForgeWarning",
+    "PreemptedError",
     "RegistryError",
     "StorageError",
     "SweepError",
@@ -102,6 +104,10 @@ class SweepError(ForgeError):
 
 class AlreadyRunningError(ForgeError):
     """Another process holds the lock of the same experiment step."""
+
+
+class PreemptedError(ForgeError):
+    """The process was asked to stop (SIGUSR1, SIGTERM); training checkpointed first."""
 
 
 class ForgeWarning(UserWarning):

@@ -16,7 +16,7 @@ from tasks.outputs import named_outputs, primary_output
 from tasks.registry import Entry, get_entry
 from tasks.store.atomic import atomic_path, atomic_write_text
 from tasks.store.names import (
-    CONFUSION_PNG,
+    CONFUSION_FILE,
     EVAL_CONFIG_FILE,
     EVAL_METRICS_FILE,
     PREDICTIONS_FILE,
@@ -45,27 +45,14 @@ def _write_predictions(path: Path, outputs: Any, arrays: dict[str, np.ndarray]) 
                 targets.create_dataset(name, data=value)
 
 
-def _plot_confusion(path: Path, outputs: Any, y: np.ndarray, num_classes: int) -> None:
-    import matplotlib
+def _confusion(outputs: Any, y: np.ndarray, num_classes: int) -> list[list[int]]:
+    """Counts per (true class, predicted class): what ``forge report`` draws."""
     import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     pred = np.argmax(np.asarray(primary_output(outputs)), axis=-1)
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (y.astype(np.int64), pred), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(matrix, cmap="Blues")
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return [[int(c) for c in row] for row in matrix]
 
 
 def _fingerprint(entry: Entry) -> dict[str, Any]:
@@ -119,8 +106,10 @@ class Evaluate(EvalParams, ForgeTask):
             _write_predictions(tmp, outputs, arrays)
         num_classes = experiment.meta.num_classes
         if num_classes and "y" in arrays:
-            with atomic_path(directory / CONFUSION_PNG) as tmp:
-                _plot_confusion(tmp, outputs, arrays["y"], num_classes)
+            # The counts, not a figure: drawing costs more than a small experiment's
+            # training; forge report draws it from these.
+            matrix = _confusion(outputs, arrays["y"], num_classes)
+            write_json(directory / CONFUSION_FILE, {"matrix": matrix}, indent=None)
         logger.info("evaluation on %s: %s", cfg["split"], metrics)
 
     def _metric(self, entry: Entry, outputs: Any, arrays: dict[str, np.ndarray]) -> float:

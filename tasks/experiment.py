@@ -387,6 +387,9 @@ class Experiment:
 
     def _load_export(self) -> Any:
         path = self.export_path()
+        if path is None and self.run.export.deferred:
+            self._export_now()
+            path = self.export_path()
         export = self.run.export
         if path is None:
             raise ExperimentNotFoundError(
@@ -401,6 +404,41 @@ class Experiment:
             )
         self._runner = self.backend.load_export(path, self.inputs)
         return getattr(self._runner, "module", self._runner)
+
+    def _export_now(self) -> None:
+        """Write the export a sweep deferred (best weights, else last) and record it.
+
+        Needs the model's builder this once; run under the experiment's lock, so two
+        processes loading it at once export it once.
+
+        Raises:
+            ExperimentError: the model cannot be rebuilt or exported (the message says why).
+        """
+        from tasks.store.atomic import atomic_path
+        from tasks.store.lock import FolderLock
+
+        with FolderLock.of(self._directory).hold():
+            run = RunRecord.read(self._directory).require()
+            if not run.export.ok:
+                checkpoint = "best" if self.weights_path("best").is_file() else "last"
+                model_dir = self._directory / MODEL_DIR
+                try:
+                    model = self.build_model(checkpoint)
+                    with atomic_path(model_dir / self.backend.export_name) as tmp:
+                        self.backend.export(model, self.meta, tmp, self.inputs)
+                except (ConfigError, ImportError, OSError) as err:
+                    raise ExperimentError(
+                        f"{self._directory}: its code-free export was deferred (a sweep) and "
+                        f"cannot be written now ({err}); load it with its builder instead"
+                    ) from err
+                raw = dict(run.raw)
+                raw["export"] = {
+                    "ok": True,
+                    "file": f"{MODEL_DIR}/{self.backend.export_name}",
+                    "checkpoint": checkpoint,
+                }
+                RunRecord.write(self._directory, raw)
+        self.__dict__.pop("run", None)  # re-read the updated record
 
     def predict(self, x: Any, batch_size: int | None = None, device: str = "cpu") -> Any:
         """Run the model on ``x`` in batches: numpy in, numpy out.

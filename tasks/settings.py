@@ -34,8 +34,8 @@ class forge(luigi.Config):  # noqa: N801 - lowercase: a luigi.cfg section, as Lu
 
 # Luigi exits 0 when a task fails unless [retcode] says otherwise; Forge's luigi.cfg sets
 # these, and they are applied here too so a run from another folder still fails loudly.
+# ``already_running`` is set by :func:`ensure_retcodes` (it depends on Luigi's pid lock).
 _RETCODES = {
-    "already_running": "10",
     "missing_data": "20",
     "not_run": "25",
     "task_failed": "30",
@@ -45,10 +45,23 @@ _RETCODES = {
 
 
 def ensure_retcodes() -> None:
-    """Fill in non-zero ``[retcode]`` values that no luigi.cfg has set."""
+    """Fill in the ``[retcode]`` values and Luigi's pid-lock default that no luigi.cfg has set.
+
+    Several identical worker commands on one host must all take work (a Slurm array whose
+    tasks share a node), so Luigi's pid lock, which makes the second one exit at once, is
+    off unless ``[core] no_lock`` says otherwise; Forge's per-step ``flock`` already keeps
+    two processes from running one step. Without the pid lock, Luigi's ``already_running``
+    code only means "another worker ran some of the tasks I scheduled", which is how a
+    shared sweep works, so it is 0; with the pid lock on it stays 10.
+    """
     config = luigi.configuration.get_config()
-    for key, value in _RETCODES.items():
-        if not config.has_section("retcode"):
-            config.add_section("retcode")
+    for section in ("core", "retcode"):
+        if not config.has_section(section):
+            config.add_section(section)
+    if not config.has_option("core", "no_lock"):
+        config.set("core", "no_lock", "true")
+    shared = config.getboolean("core", "no_lock", True)
+    defaults = {"already_running": "0" if shared else "10", **_RETCODES}
+    for key, value in defaults.items():
         if not config.has_option("retcode", key):
             config.set("retcode", key, value)

@@ -39,21 +39,42 @@ from typing import Any
 
 import luigi
 
+from tasks import export_policy, preemption
 from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
+from tasks.config.checks import logged_metrics
 from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
-from tasks.config.sweep import SweepExperiment, expand_sweep, load_sweep_config
-from tasks.errors import ConfigError, ForgeError, SweepError
+from tasks.config.sweep import (
+    Choices,
+    SearchConfig,
+    SweepExperiment,
+    expand_sweep,
+    load_sweep_config,
+)
+from tasks.errors import ConfigError, ForgeError, PreemptedError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
 from tasks.stages import SECTIONS
 from tasks.store.atomic import atomic_write_text, storage_errors
 from tasks.store.lock import FolderLock
-from tasks.store.names import SUCCESS, SWEEPS_DIR
+from tasks.store.names import SUCCESS, SWEEP_WORKERS_DIR, SWEEPS_DIR
 from tasks.store.records import json_text
 from tasks.sweep_summary import build_rows, write_summary
 
-__all__ = ["MAX_AUTO_SHARDS", "Sweep", "SweepPlan", "SweepShard", "load_plan"]
+__all__ = [
+    "MAX_AUTO_SHARDS",
+    "ShardRunner",
+    "Sweep",
+    "SweepPlan",
+    "SweepReport",
+    "SweepShard",
+    "check_preempted",
+    "load_plan",
+    "locked_summary",
+    "plan_complete",
+    "shard_tasks",
+    "worker_tag",
+]
 
 logger = logging.getLogger("forge")
 
@@ -72,6 +93,8 @@ class SweepPlan:
     experiments: list[SweepExperiment]
     specs: list[Spec]
     inputs: tuple[Any, ...] = field(repr=False, default=())
+    search: SearchConfig | None = None
+    export: str = "lazy"
 
     @property
     def directory(self) -> Path:
@@ -130,7 +153,11 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
             raise type(err)(
                 f"sweep config {path}: experiment with {exp.overrides or 'no overrides'}: {err}"
             ) from err
-    identity = [[spec[level].digest for level in SECTIONS] for spec in specs]
+    identity: Any = [[spec[level].digest for level in SECTIONS] for spec in specs]
+    if config.search is not None:
+        _check_space(path, config.search, experiments[0], results_root)
+        # ``trials`` is not part of it: raising it continues the same study.
+        identity = {"experiments": identity, "search": config.search.identity()}
     plan = SweepPlan(
         source=path,
         name=_sweep_name(path, config.name),
@@ -139,9 +166,38 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
         experiments=experiments,
         specs=specs,
         inputs=_input_keys(experiments),
+        search=config.search,
+        export=config.export,
     )
     _plans[key] = plan
     return plan
+
+
+def _check_space(
+    path: Path, search: SearchConfig, base: SweepExperiment, results_root: Path
+) -> None:
+    """Every key of the search space must exist in the resolved configs: resolve the base
+    experiment with each key set to one of its values.
+
+    Raises:
+        ConfigError: a key does not exist or a value does not fit its schema.
+    """
+    values = tuple(
+        (key, dim.choices[0] if isinstance(dim, Choices) else dim.low)
+        for key, dim in search.space.items()
+    )
+    probe = SweepExperiment(base.data, base.model, base.train, base.eval, values)
+    paths = {"data": probe.data, "model": probe.model, "train": probe.train, "eval": probe.eval}
+    try:
+        spec = resolve_spec(SECTIONS, paths, probe.overrides, results_root)
+    except ForgeError as err:
+        raise type(err)(f"sweep config {path}: key 'search.space': {err}") from err
+    logged = logged_metrics(spec.sections)
+    if logged is not None and search.metric not in logged:
+        raise ConfigError(
+            f"sweep config {path}: key 'search.metric' is {search.metric!r}, which training "
+            f"never logs; set it to one of {', '.join(sorted(logged))}"
+        )
 
 
 def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
@@ -150,7 +206,7 @@ def _input_keys(experiments: list[SweepExperiment]) -> tuple[Any, ...]:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked_summary(directory: Path) -> Iterator[None]:
     """Serialise summary writers of one sweep (across processes and hosts)."""
     with FolderLock.of(directory).hold():
         yield
@@ -169,7 +225,11 @@ def _recorded_failures(plan: SweepPlan) -> dict[str, dict[str, str]]:
 
 def write_plan_summary(plan: SweepPlan) -> str:
     """Rewrite the sweep's summary files from the disk state; return the text table."""
-    with _locked(plan.directory):
+    if plan.search is not None:
+        from tasks.search.shard import write_search_plan_summary
+
+        return write_search_plan_summary(plan)
+    with locked_summary(plan.directory):
         failures = _recorded_failures(plan)
         rows = build_rows((plan.describe(i) for i in range(len(plan.specs))), failures)
         header = {"sweep": plan.name, "source": str(plan.source), "digest": plan.digest}
@@ -214,9 +274,11 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 f"sweep config {self.sweep_config} (or a config it lists) changed since this "
                 "sweep was scheduled; rerun the command"
             )
-        runner = _ShardRunner(self, plan)
-        for position, index in enumerate(self.indices):
-            runner.run_experiment(position, index)
+        runner = ShardRunner(self, plan, len(self.indices))
+        with preemption.watching():
+            for position, index in enumerate(self.indices):
+                check_preempted(f"shard {self.index + 1}/{self.count} of sweep {plan.name}")
+                runner.run_experiment(position, index)
         record = {
             "shard": self.index,
             "count": self.count,
@@ -241,13 +303,13 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             )
 
 
-class _ShardRunner:
+class ShardRunner:
     """Runs one experiment's chain of steps in-process, remembering shared upstream steps."""
 
-    def __init__(self, shard: SweepShard, plan: SweepPlan) -> None:
+    def __init__(self, shard: SweepParams, plan: SweepPlan, total: int) -> None:
         self.shard = shard
         self.plan = plan
-        self.total = len(shard.indices)
+        self.total = total
         self.done: set[str] = set()
         self.broken: dict[str, str] = {}
         self.ran: list[str] = []
@@ -258,27 +320,37 @@ class _ShardRunner:
         if self.plan.done(index):
             return
         key = self.plan.key(index)
-        params = self.plan.experiments[index].params(self.shard.results_dir)
+        self.run_chain(position, key, self.plan.experiments[index].params(self.shard.results_dir))
+
+    def run_chain(self, position: int, key: str, params: dict[str, Any]) -> bool:
+        """Run one experiment's steps (those not complete); False when one failed."""
         chain: list[ForgeTask] = [Evaluate(**params)]
         while upstream := chain[-1].requires():
             chain.append(upstream)
         logger.info("sweep %s: experiment %d/%d %s", self.plan.name, position + 1, self.total, key)
+        with export_policy.deferring(self.plan.export == "lazy"):
+            return self._run_chain(position, key, chain)
+
+    def _run_chain(self, position: int, key: str, chain: list[ForgeTask]) -> bool:
         for task in reversed(chain):
             if task.task_id in self.done:
                 continue
             if task.task_id in self.broken:
                 self._fail(key, task, f"upstream step failed: {self.broken[task.task_id]}")
-                return
+                return False
             try:
                 if not task.complete():
                     self._execute(task, position)
+            except PreemptedError:
+                raise  # the process is going away: stop the shard, not just this experiment
             except Exception as err:  # one experiment's failure must not stop the others
                 message = f"{type(err).__name__}: {err}"
                 self.broken[task.task_id] = message
                 self._fail(key, task, message, err)
-                return
+                return False
             self.done.add(task.task_id)
         self.ran.append(key)
+        return True
 
     def _fail(self, key: str, task: ForgeTask, message: str, err: Exception | None = None) -> None:
         self.failures[key] = {"step": task.task_family, "error": message}
@@ -323,16 +395,137 @@ class _ShardRunner:
         return report
 
 
+_started = int(time.time())
+
+
+def worker_tag() -> str:
+    """``<host>-<pid>-<start time>``: makes each worker command's :class:`Sweep` its own task."""
+    return f"{os.uname().nodename}-{os.getpid()}-{_started}"
+
+
+class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
+    """One worker's last step of a sweep: check every shard, write the summary, sign off.
+
+    :class:`Sweep` yields it only once all shards are complete. Luigi then walks its
+    ``requires()`` (the shards) and records each as done in this worker's run, including
+    shards other workers ran; that is what lets the worker exit 0. Its output is the
+    worker's record under ``<sweep dir>/workers/``.
+    """
+
+    shards = luigi.IntParameter(description="How many shards the sweep is cut into.")
+    sweep_digest = luigi.Parameter(description="Content hash of the expanded sweep.")
+    worker = luigi.Parameter(description="The worker command (<host>-<pid>-<start time>).")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = load_plan(self.sweep_config, self.results_root)
+
+    def requires(self) -> list[luigi.Task]:
+        return shard_tasks(self.sweep_config, self.results_dir, self.shards, self.sweep_digest)
+
+    def output(self) -> luigi.LocalTarget:
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", self.worker)
+        return luigi.LocalTarget(str(self.plan.directory / SWEEP_WORKERS_DIR / f"{name}.json"))
+
+    def run(self) -> None:
+        text = write_plan_summary(self.plan)
+        logger.info("sweep %s summary (%s):\n%s", self.plan.name, self.plan.directory, text)
+        if self.plan.search is not None and not plan_complete(self.plan):
+            raise SweepError(
+                f"search {self.plan.name}: not every trial is finished; "
+                f"see {self.plan.directory / 'summary.txt'}"
+            )
+        missing = [self.plan.key(i) for i in range(len(self.plan.specs)) if not self.plan.done(i)]
+        if missing and self.plan.search is None:
+            raise SweepError(
+                f"sweep {self.plan.name}: {len(missing)} experiments are not complete "
+                f"(e.g. {missing[0]}); see {self.plan.directory / 'summary.txt'}"
+            )
+        record = {"worker": self.worker, "host": os.uname().nodename, "pid": os.getpid()}
+        target = Path(self.output().path)
+        with storage_errors(str(target)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, json_text(record))
+
+
+def check_preempted(what: str) -> None:
+    """Stop before the next experiment once the process was asked to stop.
+
+    Raises:
+        PreemptedError: SIGUSR1 or SIGTERM was received.
+    """
+    if preemption.stop_requested():
+        raise PreemptedError(
+            f"{what} stopped by {preemption.received()} before its next experiment; "
+            "rerun the same command to continue"
+        )
+
+
+def plan_complete(plan: SweepPlan) -> bool:
+    """Every experiment evaluated (a grid), or every trial finished (a search)."""
+    if plan.search is not None:
+        from tasks.search.shard import search_study
+
+        return search_study(plan).finished()
+    return all(plan.done(i) for i in range(len(plan.specs)))
+
+
+def shard_tasks(
+    sweep_config: str, results_dir: str | None, count: int, digest: str
+) -> list[luigi.Task]:
+    """The ``count`` shards of a sweep (shared by every worker command of it)."""
+    plan = load_plan(sweep_config, Path(results_dir or forge().results_dir))
+    if plan.search is not None:
+        from tasks.search.shard import SearchShard, search_study
+
+        trials = search_study(plan).budget
+        return [
+            SearchShard(
+                sweep_config=sweep_config,
+                results_dir=results_dir,
+                index=i,
+                count=count,
+                sweep_digest=digest,
+                trials=trials,
+            )
+            for i in range(count)
+        ]
+    return [
+        SweepShard(
+            sweep_config=sweep_config,
+            results_dir=results_dir,
+            index=i,
+            count=count,
+            sweep_digest=digest,
+        )
+        for i in range(count)
+    ]
+
+
 class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
-    """Run every experiment of a sweep config and write its summary."""
+    """Run every experiment of a sweep config and write its summary.
+
+    Each worker command schedules its own ``Sweep`` (``worker`` defaults to
+    ``<host>-<pid>``) over the shared ``SweepShard`` tasks, which it yields as dynamic
+    dependencies. So every worker that stays
+    until the last shard is done (``--worker-keep-alive``) runs its own ``Sweep`` and
+    exits 0, and one that leaves while the sweep is incomplete exits non-zero (Luigi's
+    ``not_run``): a worker's exit code says whether the sweep is complete.
+    """
 
     shards = luigi.IntParameter(
         default=0,
         description=f"Shard tasks to cut the sweep into (0: min(experiments, {MAX_AUTO_SHARDS})). "
         "Every worker of one sweep must use the same value.",
     )
+    worker = luigi.Parameter(
+        default="",
+        description="Which worker command this root task belongs to (default: <host>-<pid>).",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("worker"):
+            kwargs["worker"] = worker_tag()
         super().__init__(*args, **kwargs)
         self.plan = load_plan(self.sweep_config, self.results_root)
         if self.shards < 0:
@@ -340,35 +533,39 @@ class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
 
     @property
     def shard_count(self) -> int:
+        if self.plan.search is not None:
+            # Each search shard asks for trials until the budget is used: one per worker
+            # is enough, more only cost scheduling.
+            return self.shards or min(self.plan.search.trials, MAX_AUTO_SHARDS)
         count = self.shards or min(len(self.plan.specs), MAX_AUTO_SHARDS)
         return max(1, min(count, len(self.plan.specs)))
 
-    def requires(self) -> list[SweepShard]:
-        return [
-            SweepShard(
-                sweep_config=self.sweep_config,
-                results_dir=self.results_dir,
-                index=i,
-                count=self.shard_count,
-                sweep_digest=self.plan.digest,
-            )
-            for i in range(self.shard_count)
-        ]
+    def shard_tasks(self) -> list[luigi.Task]:
+        """The shards of this sweep (shared by every worker command of it)."""
+        return shard_tasks(self.sweep_config, self.results_dir, self.shard_count, self.plan.digest)
+
+    def report_task(self) -> SweepReport:
+        """This worker's summary step, run once every shard is complete."""
+        return SweepReport(
+            sweep_config=self.sweep_config,
+            results_dir=self.results_dir,
+            shards=self.shard_count,
+            sweep_digest=self.plan.digest,
+            worker=self.worker,
+        )
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(self.plan.directory / SUCCESS))
 
     def complete(self) -> bool:
-        done = all(self.plan.done(i) for i in range(len(self.plan.specs)))
-        return done and Path(self.output().path).is_file()
+        return Path(self.output().path).is_file() and plan_complete(self.plan)
 
-    def run(self) -> None:
-        text = write_plan_summary(self.plan)
-        logger.info("sweep %s summary (%s):\n%s", self.plan.name, self.plan.directory, text)
-        missing = [self.plan.key(i) for i in range(len(self.plan.specs)) if not self.plan.done(i)]
-        if missing:
-            raise SweepError(
-                f"sweep {self.plan.name}: {len(missing)} experiments are not complete "
-                f"(e.g. {missing[0]}); see {self.plan.directory / 'summary.txt'}"
-            )
+    def run(self) -> Iterator[Any]:
+        # Dynamic dependencies, in two rounds. A worker records a task as done only when
+        # it ran it or found it complete when adding it; shards another worker finished
+        # meanwhile would stay "pending" (exit code 25 although the sweep succeeded).
+        # So: first run (or wait for) the shards, then add this worker's report, which
+        # requires them all and is added only now that they are complete.
+        yield self.shard_tasks()
+        yield self.report_task()
         atomic_write_text(self.plan.directory / SUCCESS, "")

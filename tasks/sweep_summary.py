@@ -18,7 +18,16 @@ from tasks.store.jsonio import dumps_json
 from tasks.store.names import SUCCESS
 from tasks.store.records import EvalRecord, json_text
 
-__all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "SUMMARY_TXT", "format_table", "write_summary"]
+__all__ = [
+    "SUMMARY_CSV",
+    "SUMMARY_JSON",
+    "SUMMARY_TXT",
+    "format_table",
+    "read_search_summary",
+    "search_rows",
+    "write_search_summary",
+    "write_summary",
+]
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -107,3 +116,102 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
         text += "\n"
     atomic_write_text(directory / SUMMARY_TXT, text)
     return text
+
+
+_STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
+
+
+def search_rows(trials: Iterable[Mapping[str, Any]], direction: str) -> list[dict[str, Any]]:
+    """One row per trial, best first: complete trials by value, then pruned, running, failed.
+
+    Args:
+        trials: per trial ``number``, ``state`` (Optuna's, lower case), ``params``,
+            ``value`` and ``user_attrs`` (``experiment``, ``error``, ``forge_end``).
+        direction: ``maximize`` or ``minimize``.
+    """
+    sign = -1.0 if direction == "maximize" else 1.0
+    rows = []
+    for trial in trials:
+        attrs = trial.get("user_attrs", {})
+        state = str(trial["state"])
+        value = trial.get("value")
+        row: dict[str, Any] = {
+            "trial": trial["number"],
+            "state": "failed" if state == "fail" else state,
+            "value": value,
+            **trial.get("params", {}),
+            "epochs": len(trial.get("intermediate", {})),
+            "experiment": attrs.get("experiment", ""),
+            "error": attrs.get("forge_end") or attrs.get("error", ""),
+        }
+        order = _STATE_ORDER.get(state, 5)
+        rank = sign * value if isinstance(value, int | float) else float("inf")
+        rows.append((order, rank, trial["number"], row))
+    return [row for *_, row in sorted(rows, key=lambda r: r[:3])]
+
+
+def write_search_summary(
+    directory: Path,
+    trials: Iterable[Mapping[str, Any]],
+    header: Mapping[str, Any],
+    search: Any,
+    budget: int,
+) -> str:
+    """Write a search's ``summary.csv/json/txt`` (one row per trial, best first)."""
+    rows = search_rows(trials, search.direction)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: v if isinstance(v, str | int | float) else dumps_json(v) for k, v in row.items()}
+        )
+    info = {
+        **header,
+        "metric": search.metric,
+        "direction": search.direction,
+        "sampler": search.sampler,
+        "pruner": search.pruner,
+        "trials": budget,
+    }
+    atomic_write_text(directory / SUMMARY_CSV, buffer.getvalue())
+    atomic_write_text(directory / SUMMARY_JSON, json_text({**info, "trials_table": rows}))
+    shown = [c for c in columns if c != "error"]
+    text = f"{search.direction} {search.metric} ({search.sampler}, pruner {search.pruner})\n"
+    text += format_table(rows, shown)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    text += f"\n{len(rows)} trials of {budget}: " + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items())
+    )
+    failed = [r for r in rows if r["state"] == "failed"]
+    text += (
+        "\nfailed:\n" + "".join(f"  trial {r['trial']}: {r['error']}\n" for r in failed)
+        if failed
+        else "\n"
+    )
+    atomic_write_text(directory / SUMMARY_TXT, text)
+    return text
+
+
+def read_search_summary(directory: Path) -> dict[str, Any]:
+    """A search's ``summary.json``: metric, direction and the trials table.
+
+    Raises:
+        ExperimentNotFoundError: ``directory`` holds no search summary (or a damaged one).
+    """
+    from tasks.errors import ExperimentNotFoundError
+    from tasks.store.records import read_json_object
+
+    data, damage = read_json_object(directory / SUMMARY_JSON)
+    if damage is not None or not isinstance(data.get("trials_table"), list):
+        why = "not a search summary" if damage is None else damage
+        raise ExperimentNotFoundError(
+            f"{directory / SUMMARY_JSON}: {why}; pass the folder of a search under "
+            "<results>/sweeps/ (it is written as soon as a search has finished a trial)"
+        )
+    return data

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tasks import export_policy, preemption
 from tasks.backends import get_backend
 from tasks.backends.base import Backend, TrainSession, TrainSettings
 from tasks.base import ForgeTask, TrainParams
@@ -24,10 +25,11 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError, TrainingDivergedError
+from tasks.errors import ConfigError, PreemptedError, TrainingDivergedError
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
 from tasks.run_context import record_run_context
+from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text
@@ -149,7 +151,8 @@ class Train(TrainParams, ForgeTask):
 
     def run(self) -> None:
         self._check_objective(read_meta(self.spec.dirs["data"] / DATA_FILE))
-        super().run()
+        with preemption.watching():  # SIGUSR1/SIGTERM: checkpoint, then stop
+            super().run()
 
     def _check_objective(self, meta: DataMeta) -> None:
         """Unlabelled data needs a named objective: fail before the experiment starts.
@@ -182,6 +185,8 @@ class Train(TrainParams, ForgeTask):
                 run["environment"] = record_run_context(directory, self.resolved_config())
             except BaseException as err:
                 run.update(status="failed", error=f"{type(err).__name__}: {err}")
+                if isinstance(err, PreemptedError):
+                    run["end_reason"] = "preempted"
                 self._finish_record(directory, run)
                 raise
             run["status"] = "done"
@@ -266,13 +271,17 @@ class Train(TrainParams, ForgeTask):
         session = backend.session(model, settings)
         start, best_epoch, best_value = self._resume(directory, session, backend)
         run["resumed_from_epoch"] = start or None
-        self._fit(
+        run["end_reason"] = self._fit(
             directory, backend, session, settings, meta, data_path, start, best_epoch, best_value
         )
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
             session.save_weights(tmp)
-        run["export"] = self._export(backend, session, meta, model_dir, inputs)
+        run["export"] = (
+            {"ok": False, "deferred": True, "error": export_policy.DEFERRED_NOTE}
+            if export_policy.deferred()  # a sweep: the first code-free load exports
+            else self._export(backend, session, meta, model_dir, inputs)
+        )
 
     def _resume(
         self, directory: Path, session: TrainSession, backend: Backend
@@ -305,7 +314,7 @@ class Train(TrainParams, ForgeTask):
         start: int,
         best_epoch: int | None,
         best_value: float | None,
-    ) -> None:
+    ) -> str:
         train_cfg = self.spec["train"].config
         monitor, mode = train_cfg["monitor"], train_cfg["mode"]
         every = train_cfg["checkpoint_every"]
@@ -344,7 +353,8 @@ class Train(TrainParams, ForgeTask):
                 with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
                     session.save_weights(tmp)
                 state.update(best_epoch=epoch, best_value=value)
-            if epoch % every == 0 or epoch == settings.epochs:
+            stop = preemption.stop_requested()
+            if epoch % every == 0 or epoch == settings.epochs or stop:
                 with atomic_path(
                     checkpoint_path(directory, epoch, backend.checkpoint_suffix)
                 ) as tmp:
@@ -353,9 +363,20 @@ class Train(TrainParams, ForgeTask):
                 prune(directory, keep_best=state["best_epoch"])
             progress.update(epoch, logs)
             logger.info("epoch %d/%d %s", epoch, settings.epochs, logs)
+            if stop:
+                raise PreemptedError(
+                    f"Train for {directory} stopped by {preemption.received()} after epoch "
+                    f"{epoch}/{settings.epochs}; its checkpoint is saved: rerun the same "
+                    "command to resume from it"
+                )
+            report_epoch(epoch, logs)  # a search may stop (prune) its trial here
 
+        end_reason = "completed"
         try:
             session.fit(train_stream, val_stream, start, on_epoch_end)
+        except StopTraining as stop:
+            end_reason = stop.reason
+            logger.info("training stopped early: %s", stop.reason)
         finally:
             writer.close()
             progress.close()
@@ -367,6 +388,7 @@ class Train(TrainParams, ForgeTask):
         BestRecord(epoch=best, monitor=monitor, mode=mode, value=state["best_value"]).write(
             directory
         )
+        return end_reason
 
     def _export(
         self,

@@ -269,16 +269,32 @@ def status(
 @app.command()
 @_friendly
 def plot(
-    experiments: Annotated[list[str], typer.Argument(help="Experiments (folders or id prefixes).")],
+    experiments: Annotated[
+        list[str] | None, typer.Argument(help="Experiments (folders or id prefixes).")
+    ] = None,
     metric: Annotated[str, typer.Option("--metric", "-m", help="metrics.csv column.")] = "val_loss",
     output: Annotated[Path, typer.Option("--output", "-o", help="Image file to write.")] = Path(
         "curves.png"
     ),
+    search: Annotated[
+        Path | None,
+        typer.Option("--search", help="A search's folder (results/sweeps/<name>-<hash>)."),
+    ] = None,
     results_dir: ResultsOpt = None,
 ) -> None:
-    """Plot one metric's learning curves of several experiments on one figure."""
-    from tasks.cli.plot import plot_metric
+    """Plot one metric's learning curves of several experiments on one figure, or with
+    --search a search's optimisation history (each trial's value and the best so far)."""
+    from tasks.cli.plot import plot_metric, plot_search_history
     from tasks.cli.table import differing_keys, format_value
+
+    if search is not None:
+        from tasks.sweep_summary import read_search_summary
+
+        drawn = plot_search_history(read_search_summary(search), output)
+        typer.echo(f"wrote {output} ({drawn} trials)")
+        return
+    if not experiments:
+        raise typer.BadParameter("name experiments to plot, or --search <search folder>")
 
     found = [_find(ref, results_dir) for ref in experiments]
     records = [record for _catalog, record in found]

@@ -11,7 +11,13 @@ from tasks.errors import ConfigError
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import METRICS_FILE
 
-__all__ = ["plot_against", "plot_metric", "plot_learning_curves"]
+__all__ = [
+    "plot_against",
+    "plot_confusion",
+    "plot_learning_curves",
+    "plot_metric",
+    "plot_search_history",
+]
 
 
 def _pyplot() -> Any:
@@ -68,6 +74,79 @@ def plot_metric(
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return missing
+
+
+def plot_confusion(matrix: list[list[int]], output: Path) -> None:
+    """Draw a confusion matrix (rows: true class, columns: predicted) with its counts."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+
+
+def plot_search_history(summary: dict[str, Any], output: Path) -> int:
+    """A search's optimisation history: each trial's value, and the best so far.
+
+    Args:
+        summary: a search's ``summary.json`` (``metric``, ``direction``, ``trials_table``).
+        output: the image to write.
+
+    Returns:
+        How many trials with a value were drawn.
+    """
+    plt = _pyplot()
+    maximize = summary.get("direction") == "maximize"
+    rows = sorted(summary["trials_table"], key=lambda r: r.get("trial", 0))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    best: float | None = None
+    best_xs: list[int] = []
+    best_ys: list[float] = []
+    drawn = 0
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        points = [
+            (r["trial"], r["value"])
+            for r in rows
+            if r.get("state") == state and isinstance(r.get("value"), int | float)
+        ]
+        drawn += len(points)
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.scatter(xs, ys, marker=marker, label=f"{state} ({len(points)})", alpha=0.8)
+    for r in rows:
+        value = r.get("value")
+        if r.get("state") != "complete" or not isinstance(value, int | float):
+            continue
+        if best is None or (value > best if maximize else value < best):
+            best = float(value)
+        best_xs.append(r["trial"])
+        best_ys.append(best)
+    if best_xs:
+        best_xs.append(max(r.get("trial", 0) for r in rows))  # the line runs to the last trial
+        best_ys.append(best_ys[-1])
+        ax.step(best_xs, best_ys, where="post", color="black", linewidth=1, label="best so far")
+    metric = summary.get("metric", "value")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{metric} ({summary.get('direction', '')})")
+    ax.set_title(f"optimisation history: {summary.get('sweep', '')}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return drawn
 
 
 def plot_learning_curves(directory: Path, output: Path) -> bool:

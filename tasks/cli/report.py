@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from tasks.cli.plot import plot_against, plot_learning_curves, plot_metric
+from tasks.cli.plot import plot_against, plot_confusion, plot_learning_curves, plot_metric
 from tasks.cli.query import value_of
 from tasks.cli.show import command_line, environment_lines
 from tasks.cli.table import cell, default_columns, differing_keys, format_value
 from tasks.store.catalog import Catalog, fresh_record
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import CONFIG_FILE, CONFUSION_PNG, EVAL_DIR, METRICS_FILE
-from tasks.store.records import RunRecord
+from tasks.store.records import RunRecord, read_confusion
 from tasks.store.summary import Record, stored_text
 
 __all__ = ["MAX_CURVES", "MAX_SCATTERS", "write_report"]
@@ -348,15 +348,28 @@ def _experiment_page(root: Path, record: Record, out: Path) -> str:
             f"{escape(str(ev['split']))}, checkpoint {escape(str(ev['checkpoint']))}; "
             f"{escape(metrics or 'no metrics')}</p>"
         )
-        matrix = directory / EVAL_DIR / ev["name"] / CONFUSION_PNG
-        if matrix.is_file():
-            target = assets / f"confusion-{ev['name']}.png"
-            shutil.copyfile(matrix, target)
+        eval_dir = directory / EVAL_DIR / ev["name"]
+        target = assets / f"confusion-{ev['name']}.png"
+        if _confusion_figure(eval_dir, target):
             parts.append(
                 f'<img alt="confusion matrix {escape(ev["name"])}" '
                 f'src="{escape(record["id"])}/{escape(target.name)}">'
             )
     return _page(f"Experiment {record['id'][:8]}", "\n".join(parts))
+
+
+def _confusion_figure(eval_dir: Path, target: Path) -> bool:
+    """Draw an evaluation's confusion matrix into ``target`` (from the stored counts, or
+    copy the figure an older Evaluate drew); False when it has none."""
+    matrix = read_confusion(eval_dir)
+    if matrix is not None:
+        plot_confusion(matrix, target)
+        return True
+    figure = eval_dir / CONFUSION_PNG
+    if figure.is_file():
+        shutil.copyfile(figure, target)
+        return True
+    return False
 
 
 def write_report(catalog: Catalog, out: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from tasks.errors import ConfigError
 
-__all__ = ["SEED_MAX", "check_sections", "check_split_rows", "split_rows"]
+__all__ = ["SEED_MAX", "check_sections", "check_split_rows", "logged_metrics", "split_rows"]
 
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state range is 0..2**32-1
 _SEED_PARAMS = ("seed", "random_state")
@@ -156,6 +156,17 @@ def _check_eval(
             f"{where}: key 'checkpoint' is {checkpoint}, but train config {train.source} "
             f"trains {epochs} epochs; pick an epoch up to {epochs}, 'best' or 'last'"
         )
+
+
+def logged_metrics(sections: Mapping[str, _Section]) -> set[str] | None:
+    """Every metric name Train logs per epoch for these resolved sections (``loss``,
+    ``val_accuracy``, ...); None when a model objective decides (known only once it runs).
+    """
+    produced = _produced_metrics(sections["model"].config, sections["train"].config)
+    if produced is None:
+        return None
+    has_val = bool(_check_data(sections["data"]).get("val"))
+    return produced | ({f"val_{name}" for name in produced} if has_val else set())
 
 
 def check_sections(sections: Mapping[str, _Section]) -> None:

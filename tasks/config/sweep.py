@@ -13,6 +13,9 @@ A sweep lists data / model / train / eval configs and varies config keys over a 
 Every combination becomes one experiment whose varied keys are passed exactly like
 ``--overrides`` (canonical text from :func:`format_overrides`), so a sweep experiment and
 the same experiment run by hand share one directory and one Luigi task id.
+
+Instead of ``grid``/``zip``, a ``search`` block asks Optuna for the values (see
+:class:`SearchConfig` and ``tasks/search/``); each trial is such an experiment too.
 """
 
 from __future__ import annotations
@@ -23,9 +26,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.config.compose import load_composed
 from tasks.config.resolve import format_overrides, format_validation_error
@@ -33,7 +43,15 @@ from tasks.config.schema import NAME_PATTERN
 from tasks.errors import ConfigError
 from tasks.stages import SECTIONS
 
-__all__ = ["SweepConfig", "SweepExperiment", "expand_sweep", "load_sweep_config"]
+__all__ = [
+    "Choices",
+    "Range",
+    "SearchConfig",
+    "SweepConfig",
+    "SweepExperiment",
+    "expand_sweep",
+    "load_sweep_config",
+]
 
 _KEY_PATTERN = r"^(data|model|train|eval)\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
@@ -41,6 +59,95 @@ _KEY_PATTERN = r"^(data|model|train|eval)\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 def _defaults() -> list[str | None]:
     """One entry meaning "the built-in defaults" (train and eval configs are optional)."""
     return [None]
+
+
+class Range(BaseModel):
+    """A numeric search range: ``{low: 0.0001, high: 0.1, log: true}``.
+
+    Integers when ``low`` and ``high`` are both written as integers, floats otherwise.
+    ``step`` makes the range discrete (needed by the ``grid`` sampler for floats).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: int | float
+    high: int | float
+    log: bool = False
+    step: int | float | None = None
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Range:
+        for bound in (self.low, self.high):
+            if isinstance(bound, bool):
+                raise ValueError("low and high must be numbers")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step and log cannot be combined")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+        return self
+
+    def grid(self) -> list[Any] | None:
+        """Every value of a discrete range (integers, or a step), else None."""
+        step = self.step if self.step is not None else (1 if self.integer else None)
+        if step is None or self.log:
+            return None
+        count = int(round((self.high - self.low) / step)) + 1
+        values = [self.low + i * step for i in range(count)]
+        return [int(v) for v in values] if self.integer else [float(v) for v in values]
+
+
+class Choices(BaseModel):
+    """A categorical search dimension: ``{choices: [[64], [128], [256, 128]]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    choices: list[Any] = Field(min_length=1)
+
+
+class SearchConfig(BaseModel):
+    """The ``search:`` block of a sweep file: an Optuna study over config keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(min_length=1)
+    direction: Literal["maximize", "minimize"]
+    trials: int = Field(ge=1)
+    sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
+    seed: int = 0
+    pruner: Literal["none", "median", "asha"] = "none"
+    # Trials that finish before the median pruner prunes anything (Optuna's default: 5).
+    startup_trials: int = Field(default=5, ge=0)
+    space: dict[str, Range | Choices] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _space_keys(cls, space: dict[str, Range | Choices]) -> dict[str, Range | Choices]:
+        for key in space:
+            _check_key(key)
+        return space
+
+    @model_validator(mode="after")
+    def _grid_is_discrete(self) -> SearchConfig:
+        if self.sampler == "grid":
+            for key, dim in self.space.items():
+                if isinstance(dim, Range) and dim.grid() is None:
+                    raise ValueError(
+                        f"the grid sampler needs discrete values, but space key {key!r} is a "
+                        "float range; give it a step or use choices"
+                    )
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What names the study: everything but ``trials`` (raising it continues the study)."""
+        return self.model_dump(exclude={"trials"})
 
 
 class SweepConfig(BaseModel):
@@ -57,6 +164,10 @@ class SweepConfig(BaseModel):
     zip_: dict[str, list[Any]] | list[dict[str, list[Any]]] = Field(
         default_factory=list, alias="zip"
     )
+    search: SearchConfig | None = None
+    # lazy: experiments write their code-free export on the first code-free load, not
+    # after training (see tasks/export_policy.py); eager: right after training.
+    export: Literal["lazy", "eager"] = "lazy"
 
     @field_validator("grid")
     @classmethod
@@ -139,6 +250,8 @@ def load_sweep_config(path: Path) -> SweepConfig:
         config = SweepConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, SweepConfig, where)) from err
+    if config.search is not None:
+        _check_search(config, where)
     seen: dict[str, str] = {}
     for origin, keys in [("grid", list(config.grid))] + [
         (f"zip[{i}]", list(group)) for i, group in enumerate(config.zip_groups())
@@ -151,6 +264,22 @@ def load_sweep_config(path: Path) -> SweepConfig:
                 )
             seen[key] = origin
     return config
+
+
+def _check_search(config: SweepConfig, where: str) -> None:
+    """A search varies its keys itself, over exactly one config file per section."""
+    if config.grid or any(config.zip_groups()):
+        raise ConfigError(
+            f"{where}: key 'search' cannot be combined with 'grid' or 'zip'; put the "
+            "varied keys into search.space (as {choices: [...]}) or use two sweep files"
+        )
+    for level in SECTIONS:
+        if len(getattr(config, level)) > 1:
+            raise ConfigError(
+                f"{where}: key '{level}' lists {len(getattr(config, level))} files, but a "
+                "search runs over one config per section; list one file (vary its keys "
+                "in search.space) or use one sweep file per config"
+            )
 
 
 def _locate(raw: str | None, sweep_file: Path, where: str) -> str | None:

@@ -32,6 +32,7 @@ __all__ = [
     "BEST_RECORD",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "CONFUSION_FILE",
     "CONFUSION_PNG",
     "DATA_CONFIG_FILE",
     "DATA_FILE",
@@ -58,6 +59,10 @@ __all__ = [
     "RUN_FILE",
     "SUCCESS",
     "SWEEPS_DIR",
+    "SWEEP_WORKERS_DIR",
+    "SEARCH_JOURNAL",
+    "SEARCH_LOCK",
+    "SEARCH_TRIALS_DIR",
     "TENSORBOARD_DIR",
 ]
 
@@ -97,6 +102,9 @@ EVAL_DIR = "eval"
 EVAL_METRICS_FILE = "metrics.json"
 EVAL_CONFIG_FILE = "eval.yaml"
 PREDICTIONS_FILE = "predictions.h5"
+# The confusion matrix's counts (Evaluate); the figure is drawn from them by forge report.
+# Older evaluations hold the figure itself.
+CONFUSION_FILE = "confusion.json"
 CONFUSION_PNG = "confusion_matrix.png"
 
 # The results directory
@@ -104,3 +112,10 @@ INDEX_DIR = ".forge"
 INDEX_FILE = f"{INDEX_DIR}/index.jsonl"
 INDEX_LOCK_FILE = f"{INDEX_DIR}/index.lock"
 SWEEPS_DIR = "sweeps"
+# Inside a sweep's folder: one record per worker command that saw the sweep complete.
+SWEEP_WORKERS_DIR = "workers"
+# Inside a search's folder: Optuna's journal, the lock every access to it holds, and one
+# folder per trial whose lock its running worker holds (so a dead worker's trial is seen).
+SEARCH_JOURNAL = "study.journal"
+SEARCH_LOCK = ".study.lock"
+SEARCH_TRIALS_DIR = "trials"

@@ -23,6 +23,7 @@ from tasks.store.jsonio import dumps_json
 from tasks.store.names import (
     ANNOTATIONS_FILE,
     BEST_RECORD,
+    CONFUSION_FILE,
     EVAL_METRICS_FILE,
     MODEL_DIR,
     RUN_FILE,
@@ -36,6 +37,7 @@ __all__ = [
     "RunRecord",
     "Stored",
     "json_text",
+    "read_confusion",
     "read_json_object",
     "write_json",
 ]
@@ -130,6 +132,7 @@ class ExportRecord:
     file: str | None = None
     checkpoint: str | int | None = None
     error: str | None = None
+    deferred: bool = False  # a sweep left it to the first code-free load
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ class RunRecord(Stored):
             file=export_raw.get("file") if isinstance(export_raw.get("file"), str) else None,
             checkpoint=export_raw.get("checkpoint"),
             error=str(export_raw["error"]) if export_raw.get("error") is not None else None,
+            deferred=export_raw.get("deferred") is True,
         )
         record = cls(
             status=_typed(raw, "status", text, problems),
@@ -336,3 +340,18 @@ class AnnotationRecord(Stored):
         """Write this record as the experiment's ``annotations.json`` (atomically)."""
         value = {"tags": list(self.tags), "note": self.note, "updated": self.updated}
         write_json(Path(experiment_dir) / ANNOTATIONS_FILE, value)
+
+
+def read_confusion(eval_dir: Path) -> list[list[int]] | None:
+    """The confusion matrix Evaluate stored (rows: true class, columns: predicted), or
+    None when there is none or it is not a square matrix of counts; never raises."""
+    raw, damage = read_json_object(Path(eval_dir) / CONFUSION_FILE)
+    matrix = raw.get("matrix") if damage is None else None
+    if not isinstance(matrix, list) or not matrix:
+        return None
+    size = len(matrix)
+    ok = all(
+        isinstance(r, list) and len(r) == size and all(type(c) is int and c >= 0 for c in r)
+        for r in matrix
+    )
+    return matrix if ok else None

@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 Record = dict[str, Any]
-STATUSES = ("done", "running", "failed", "incomplete", "stale", "damaged")
+STATUSES = ("done", "pruned", "running", "failed", "incomplete", "stale", "damaged")
+# run.json's end_reason of a training a search stopped early: complete, shown as such.
+PRUNED = "pruned"
 # mtimes this close to "now" may still change within the file system's timestamp
 # granularity, so a record built from them is re-read next time (git's "racy" rule).
 RACY_NS = 1_000_000_000
@@ -172,10 +174,13 @@ def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) 
 
 
 def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
-    """done, damaged (complete, but a record cannot be read), running, failed or incomplete
-    (a half-written step is simply incomplete, whatever its torn files say)."""
+    """done, pruned (complete, stopped early by its search), damaged (complete, but a
+    record cannot be read), running, failed or incomplete (a half-written step is simply
+    incomplete, whatever its torn files say)."""
     if (directory / SUCCESS).is_file():
-        return "damaged" if damage else "done"
+        if damage:
+            return "damaged"
+        return PRUNED if run.raw.get("end_reason") == PRUNED else "done"
     if lock_held(directory):
         return "running"
     if run.status == "failed":
@@ -268,7 +273,8 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "code": run.code,
         "damage": "; ".join(damage) or None,
         "sig": sig,
-        "volatile": status != "done" or (not settled and max(sig) >= started - RACY_NS),
+        "volatile": status not in ("done", PRUNED)
+        or (not settled and max(sig) >= started - RACY_NS),
     }
 
 

@@ -44,9 +44,8 @@ def _attempts(exp: Path) -> list[dict[str, object]]:
 def test_two_simultaneous_runs_train_once(tmp_path: Path) -> None:
     """Both commands succeed; every step (data, model, training) ran exactly once."""
     results = tmp_path / "results"
-    # Luigi itself refuses a second *identical* command line while the first runs (its pid
-    # lock, exit code 10). Two people rarely type the same line, so the second command
-    # spells the same experiment differently: only Forge's own step lock can keep them apart.
+    # The second command spells the same experiment differently (other order of overrides),
+    # so nothing but Forge's own step lock can keep the two apart.
     first = start_luigi("Train", ARGS, results, tmp_path / "first.log")
     second = start_luigi("Train", REORDERED, results, tmp_path / "second.log")
     assert first.wait() == 0, first.output()

@@ -123,3 +123,23 @@ def test_every_value_is_written_as_strict_json(value: object) -> None:
 def test_write_json_is_readable_back(tmp_path: Path) -> None:
     write_json(tmp_path / "x.json", {"a": [1, float("inf")]})
     assert read_json_object(tmp_path / "x.json") == ({"a": [1, None]}, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"matrix": [[3, 1], [0, 4]]}', [[3, 1], [0, 4]]),
+        ('{"matrix": [[3, 1], [0]]}', None),  # not square
+        ('{"matrix": [[3, -1], [0, 4]]}', None),  # not counts
+        ('{"matrix": [[true, 1], [0, 4]]}', None),
+        ('{"matrix": [[3, 1], [0, 4]', None),  # torn
+        ("[]", None),
+    ],
+)
+def test_confusion_reader_is_tolerant(tmp_path: Path, text: str, expected: object) -> None:
+    from tasks.store.names import CONFUSION_FILE
+    from tasks.store.records import read_confusion
+
+    assert read_confusion(tmp_path) is None  # absent
+    (tmp_path / CONFUSION_FILE).write_text(text)
+    assert read_confusion(tmp_path) == expected

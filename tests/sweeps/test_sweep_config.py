@@ -90,3 +90,80 @@ def test_unknown_config_key_in_grid_fails_before_any_work(tmp_path: Path) -> Non
 def test_example_sweeps_are_valid() -> None:
     for path in sorted((CONFIGS / "sweeps").glob("*.yaml")):
         assert expand_sweep(load_sweep_config(path), path)
+
+
+_SEARCH = (
+    "search:\n  metric: val_accuracy\n  direction: maximize\n  trials: 4\n{extra}  space:\n{space}"
+)
+
+
+def _search(tmp_path: Path, space: str, extra: str = "", body: str = "") -> Path:
+    return _sweep(tmp_path, body + _SEARCH.format(extra=extra, space=space))
+
+
+def test_search_space_types_ints_floats_and_choices(tmp_path: Path) -> None:
+    path = _search(
+        tmp_path,
+        "    train.optimizer.lr: {low: 0.00001, high: 0.1, log: true}\n"
+        "    train.batch_size: {low: 16, high: 64}\n"
+        "    model.params.hidden: {choices: [[64], [256, 128]]}\n",
+    )
+    search = load_sweep_config(path).search
+    assert search is not None
+    lr, batch, hidden = search.space.values()
+    assert not lr.integer and lr.log  # type: ignore[union-attr]
+    assert batch.integer and batch.grid() == list(range(16, 65))  # type: ignore[union-attr]
+    assert hidden.choices == [[64], [256, 128]]  # type: ignore[union-attr]
+    assert "trials" not in search.identity()
+
+
+@pytest.mark.parametrize(
+    ("space", "extra", "body", "match"),
+    [
+        pytest.param("    train.seed: {low: 3, high: 1}\n", "", "", r"below", id="low-above-high"),
+        pytest.param(
+            "    train.optimizer.lr: {low: 0, high: 1, log: true}\n", "", "", r"low > 0", id="log-0"
+        ),
+        pytest.param("    seed: {low: 1, high: 2}\n", "", "", r"section\.dotted", id="bad-key"),
+        pytest.param("    train.seed: {choices: []}\n", "", "", r"choices", id="no-choices"),
+        pytest.param(
+            "    train.optimizer.lr: {low: 0.1, high: 0.2}\n",
+            "  sampler: grid\n",
+            "",
+            r"grid sampler needs discrete",
+            id="grid-float",
+        ),
+        pytest.param(
+            "    train.seed: {low: 1, high: 2}\n",
+            "  sampler: bayes\n",
+            "",
+            r"search\.sampler",
+            id="unknown-sampler",
+        ),
+        pytest.param(
+            "    train.seed: {low: 1, high: 2}\n",
+            "",
+            "grid: {train.epochs: [1, 2]}\n",
+            r"cannot be combined",
+            id="search-and-grid",
+        ),
+    ],
+)
+def test_invalid_searches_name_the_file_and_key(
+    tmp_path: Path, space: str, extra: str, body: str, match: str
+) -> None:
+    path = _search(tmp_path, space, extra, body)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_sweep_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_search_key_that_does_not_exist_fails_before_any_work(tmp_path: Path) -> None:
+    from tasks.sweep import load_plan
+
+    path = _search(tmp_path, "    train.optimizer.lrr: {low: 0.1, high: 0.2}\n")
+    results = tmp_path / "results"
+    with pytest.raises(ConfigError, match=r"search\.space.*lrr") as info:
+        load_plan(str(path), results)
+    assert str(path) in str(info.value)
+    assert not results.exists()

@@ -133,3 +133,34 @@ def test_forked_workers_train_without_framework_in_parent(
     assert "FRAMEWORKS []" in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(evaluated(results_dir)) == 2
+
+
+def test_sweep_defers_the_export_until_the_first_code_free_load(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    import json
+
+    import numpy as np
+
+    from tasks import LoadTrained
+    from tests.support import experiment_dirs
+
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0]}")
+    result = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir)
+    assert result.returncode == 0, result.output[-3000:]
+    (exp,) = experiment_dirs(results_dir)
+    export = json.loads((exp / "run.json").read_text())["export"]
+    assert export["deferred"] is True and export["ok"] is False
+    assert not list((exp / "model").glob("*.pt2")), "the sweep exported after all"
+    # The evaluation's confusion matrix is stored as counts, not drawn.
+    (counts,) = results_dir.glob("*/*/*/eval/*/confusion.json")
+    assert sum(map(sum, json.loads(counts.read_text())["matrix"])) > 0
+
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    code_free = LoadTrained(exp, code_free=True)
+    expected = LoadTrained(exp).predict(x)
+    assert np.allclose(code_free.predict(x), expected, atol=1e-6)
+    export = json.loads((exp / "run.json").read_text())["export"]
+    assert export["ok"] is True and (exp / export["file"]).exists()
+    again = LoadTrained(exp, code_free=True)  # uses the file now written
+    assert np.allclose(again.predict(x), expected, atol=1e-6)

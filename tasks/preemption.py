@@ -1,0 +1,67 @@
+"""Preemption: SIGUSR1 or SIGTERM makes a running Train checkpoint and stop, so it can resume.
+
+Slurm sends a signal before it kills a job (``--signal=B:USR1@120``); preemptible cloud
+machines send SIGTERM. While a step runs (:func:`watching`, around ``Train.run`` and a
+sweep shard), a handler records the request; training checks it after every epoch
+(:func:`stop_requested`), writes a checkpoint of that epoch and raises
+:class:`~tasks.errors.PreemptedError`, so the command exits non-zero within one epoch,
+and a rerun resumes from that checkpoint. A shard stops before its next experiment.
+
+Luigi's worker takes SIGUSR1 to mean "ask for no new tasks". The handler calls the
+handler it replaced, so that meaning is kept when the worker and the task share a process
+(``--workers 1``). The request, once received, stays for the life of the process: a
+process asked to stop does not start new training either.
+
+The check is per epoch: the per-batch check needs the training loop itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+__all__ = ["SIGNALS", "received", "stop_requested", "watching"]
+
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+_received: list[str] = []
+
+
+def received() -> str | None:
+    """The name of the first stop signal this process received, if any."""
+    return _received[0] if _received else None
+
+
+def stop_requested() -> bool:
+    """Whether this process was asked to stop (checked by training after each epoch)."""
+    return bool(_received)
+
+
+def _handler(previous: Any) -> Any:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        _received.append(signal.Signals(signum).name)
+        if callable(previous):  # Luigi's SIGUSR1 handler: the worker takes no new tasks
+            previous(signum, frame)
+
+    return handle
+
+
+@contextlib.contextmanager
+def watching() -> Iterator[None]:
+    """Record SIGUSR1/SIGTERM for the block (a no-op outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, _handler(previous[sig]))
+        signal.siginterrupt(sig, False)  # as Luigi does: system calls are not interrupted
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

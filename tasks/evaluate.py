@@ -83,6 +83,7 @@ class Evaluate(EvalParams, ForgeTask):
     def produce(self, directory: Path) -> None:
         cfg = self.spec["eval"].config
         experiment = Experiment(self.spec.dirs["train"])
+        experiment.require_intact()  # a damaged experiment is one clear error, before any work
         backend = experiment.backend
         model = experiment.build_model(cfg["checkpoint"])
         device = backend.resolve_device(experiment.config["train"]["device"])

@@ -43,6 +43,7 @@ from tasks.store.names import (
     SUCCESS,
 )
 from tasks.store.records import EvalRecord, RunRecord, read_json_object
+from tasks.store.summary import experiment_damage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,6 +159,22 @@ class Experiment:
             raise ExperimentNotFoundError(
                 f"{self._directory} is not finished (no {SUCCESS}); rerun its Train with the "
                 "parameters in its params.json"
+            )
+
+    def require_intact(self) -> None:
+        """Check, before any model is built, that the records it relies on are sound
+        (the same check that lists an experiment as ``damaged`` in ``forge ls``).
+
+        Raises:
+            ExperimentNotFoundError: its Train never finished.
+            CorruptArtifactError: a stored file is damaged; the message names it.
+        """
+        self.require_finished()
+        damage = experiment_damage(self._directory)
+        if damage is not None:
+            raise CorruptArtifactError(
+                f"{self._directory} is damaged ({damage}); it cannot be loaded or evaluated: "
+                "rerun its Train after `forge rm`, or restore the files from a copy"
             )
 
     @property
@@ -294,6 +311,7 @@ class Experiment:
         """Rebuild the model through its registered builder and load the stored weights."""
         from tasks.registry import get_entry
 
+        self.require_intact()
         model_cfg = self.config["model"]
         entry = get_entry(
             "model",
@@ -350,7 +368,7 @@ class Experiment:
         Warns:
             CodeDriftWarning: the builder/loader/objective source changed since training.
         """
-        self.require_finished()
+        self.require_intact()
         if self.code_free:
             return self._load_export()
         drift: list[Drift] = []
@@ -385,6 +403,7 @@ class Experiment:
         return self.backend.for_inference(model)
 
     def _load_export(self) -> Any:
+        self.require_intact()
         path = self.export_path()
         export = self.run.export
         if path is None:
@@ -421,6 +440,7 @@ class Experiment:
         """
         from tasks.outputs import concat_outputs
 
+        self.require_intact()
         arrays = self._input_arrays(x)
         size = int(batch_size or self.config["train"]["batch_size"])
         rows = len(next(iter(arrays.values())))

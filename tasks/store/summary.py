@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,21 +19,33 @@ from tasks.config.yamlio import load_yaml_file
 from tasks.errors import ConfigError
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.lock import lock_held
-from tasks.store.metrics_log import read_metrics
+from tasks.store.metrics_log import read_metrics_checked
 from tasks.store.names import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     DIGEST_FILE,
+    EVAL_CONFIG_FILE,
     EVAL_DIR,
     METRICS_FILE,
+    MODEL_DIR,
     RUN_FILE,
     SUCCESS,
 )
-from tasks.store.records import MISSING, BestRecord, EvalRecord, RunRecord
+from tasks.store.records import (
+    MISSING,
+    BestRecord,
+    EvalRecord,
+    MetaRecord,
+    ParamsRecord,
+    RunRecord,
+    read_stored_bytes,
+)
 
 __all__ = [
     "DELTA_KEYS",
     "STATUSES",
     "Record",
+    "experiment_damage",
     "experiment_id",
     "flatten",
     "read_config",
@@ -52,6 +65,8 @@ STATUSES = ("done", "running", "failed", "incomplete", "stale", "damaged")
 RACY_NS = 1_000_000_000
 # Set on records restored from the index: the config keys where they differ from its base.
 DELTA_KEYS = "_delta_keys"
+# What a step folder's ``.digest`` holds: a full SHA-256 in hex.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def step_name(directory_name: str) -> str:
@@ -87,6 +102,8 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def read_stored_config(path: Path) -> tuple[dict[str, Any], str | None]:
     """A stored config (through the capped safe loader) and None, or ``({}, why)``."""
+    if path.is_symlink():
+        return {}, f"{path.name}: is a symbolic link, not a file Forge wrote"
     if not path.is_file():
         return {}, MISSING
     try:
@@ -97,12 +114,13 @@ def read_stored_config(path: Path) -> tuple[dict[str, Any], str | None]:
 
 def stored_text(path: Path) -> str:
     """A stored text file for display: its text, or a note saying why it cannot be shown."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    raw, why = read_stored_bytes(path)
+    if why == MISSING:
         return f"(no {path.name}: the run stopped before writing it)\n"
-    except (OSError, UnicodeDecodeError) as err:
-        return f"(damaged {path.name}: {err})\n"
+    try:
+        return raw.decode("utf-8") if why is None else f"(damaged {why})\n"
+    except UnicodeDecodeError:
+        return f"(damaged {path.name}: not UTF-8 text)\n"
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -111,10 +129,98 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _read_digest(directory: Path) -> str | None:
-    try:
-        return (directory / DIGEST_FILE).read_text().strip() or None
-    except OSError:
-        return None
+    """The full digest a step folder claims, or None when it is missing or malformed."""
+    raw, why = read_stored_bytes(directory / DIGEST_FILE, limit=1024)
+    text = raw.decode("ascii", errors="replace").strip()
+    return text if why is None and _DIGEST.fullmatch(text) else None
+
+
+def _digest_damage(directory: Path, claimed: str | None) -> str | None:
+    """Why a step folder's ``.digest`` is unusable (missing, truncated, another folder's)."""
+    raw, why = read_stored_bytes(directory / DIGEST_FILE, limit=1024)
+    where = f"{directory.name}/{DIGEST_FILE}"
+    if why is not None:
+        return f"{where} is missing" if why == MISSING else f"{directory.name}/{why}"
+    text = raw.decode("ascii", errors="replace").strip()
+    if not _DIGEST.fullmatch(text):
+        return f"{where}: not a full digest (truncated or overwritten)"
+    prefix = directory.name.rsplit("-", 1)[-1]
+    if not text.startswith(prefix) or (claimed is not None and claimed != text):
+        return f"{where}: does not match the folder it is in"
+    return None
+
+
+def _symlinks(directory: Path) -> list[str]:
+    """Entries of a step folder (and of its own sub-folders) that are symbolic links:
+    Forge never stores one, so each is damage (it could point anywhere on the machine)."""
+    found: list[str] = []
+    for folder in (directory, directory / MODEL_DIR, directory / CHECKPOINT_DIR):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        found += [
+            f"{Path(entry.path).relative_to(directory)} is a symbolic link, not a file Forge wrote"
+            for entry in entries
+            if entry.is_symlink()
+        ]
+    return found
+
+
+def _own_damage(
+    directory: Path,
+    run: RunRecord,
+    config: dict[str, Any],
+    config_damage: str | None,
+    metrics_damage: str | None,
+) -> list[str]:
+    """What is wrong with the files a finished experiment and its model rely on: its
+    records, its config, its ``metrics.csv``, the ``.digest`` of each step it is made of,
+    the data step's ``meta.json``, and any symbolic link in place of a stored file."""
+    damage: list[str] = []
+    for name, why in ((RUN_FILE, run.damage), (CONFIG_FILE, config_damage)):
+        if why == MISSING:
+            damage.append(f"{name} is missing")
+        elif why is not None:
+            damage.append(why)
+    if config_damage is None:
+        for section in TRAIN_SECTIONS:
+            if not isinstance(config.get(section), dict):
+                kind = type(config.get(section)).__name__
+                damage.append(f"{CONFIG_FILE}: '{section}' is a {kind}, not a mapping")
+        model = config.get("model")
+        if isinstance(model, dict) and not isinstance(model.get("framework"), str):
+            damage.append(f"{CONFIG_FILE}: 'model.framework' is not a string")
+    if metrics_damage is not None:
+        damage.append(metrics_damage)
+    for record in (
+        ParamsRecord.read(directory),
+        BestRecord.read(directory),
+        MetaRecord.read(directory.parent.parent),
+    ):
+        if record.damage is not None and not record.missing:
+            damage.append(record.damage)
+    folders = {"data": directory.parent.parent, "model": directory.parent, "train": directory}
+    for section, folder in folders.items():
+        why = _digest_damage(folder, run.digests.get(section))
+        if why is not None:
+            damage.append(why)
+    damage += _symlinks(directory)
+    return damage
+
+
+def experiment_damage(directory: Path) -> str | None:
+    """Why the finished experiment ``directory`` cannot be trusted, in one line, or None.
+
+    The same check ``forge ls`` shows as the ``damaged`` status (evaluations aside: each is
+    its own step); :class:`~tasks.experiment.Experiment` refuses to load a model from an
+    experiment for which this is not None.
+    """
+    directory = Path(directory)
+    config, config_damage = read_stored_config(directory / CONFIG_FILE)
+    metrics_damage = read_metrics_checked(directory / METRICS_FILE)[1]
+    run = RunRecord.read(directory)
+    return "; ".join(_own_damage(directory, run, config, config_damage, metrics_damage)) or None
 
 
 def experiment_id(root: Path, rel: str, run: RunRecord) -> str:
@@ -143,8 +249,13 @@ def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
         path = Path(entry.path)
         done = (path / SUCCESS).is_file()
         record = EvalRecord.read(path) if done else EvalRecord()
-        if done and record.damage:
-            damage.append(f"{EVAL_DIR}/{entry.name}/{record.damage}")
+        if done:
+            why = record.damage
+            if why is None:
+                why = read_stored_config(path / EVAL_CONFIG_FILE)[1]
+                why = f"{EVAL_CONFIG_FILE} is missing" if why == MISSING else why
+            if why is not None:
+                damage.append(f"{EVAL_DIR}/{entry.name}/{why}")
         evals.append(
             {
                 "name": entry.name,
@@ -212,16 +323,11 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     damage: list[str] = []
     run = RunRecord.read(directory)
     config, config_damage = read_stored_config(directory / CONFIG_FILE)
-    done = (directory / SUCCESS).is_file()
-    for name, why in ((RUN_FILE, run.damage), (CONFIG_FILE, config_damage)):
-        if why == MISSING:  # only damage once the experiment claims to be complete
-            if done:
-                damage.append(f"{name} is missing")
-        elif why is not None:
-            damage.append(why)
+    rows, metrics_damage = read_metrics_checked(directory / METRICS_FILE)
+    if (directory / SUCCESS).is_file():  # only damage once the experiment claims to be complete
+        damage += _own_damage(directory, run, config, config_damage, metrics_damage)
     train: dict[str, Any] = config["train"] if isinstance(config.get("train"), dict) else {}
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
-    rows = read_metrics(directory / METRICS_FILE)
     evals = _evaluations(directory, damage)
     status = _status(directory, run, damage)
     metrics: dict[str, Any] = {}
@@ -257,7 +363,7 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
             "error": run.error,
         },
         "code": run.code,
-        "damage": "; ".join(damage) or None,
+        "damage": "; ".join(" ".join(why.split()) for why in damage) or None,
         "sig": sig,
         "volatile": status != "done" or (not settled and max(sig) >= started - RACY_NS),
     }

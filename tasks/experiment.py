@@ -28,6 +28,7 @@ from tasks.errors import (
     DataError,
     ExperimentError,
     ExperimentNotFoundError,
+    StorageError,
 )
 from tasks.store.checkpoints import committed
 from tasks.store.drift import Drift, code_drift, live_lookup
@@ -42,7 +43,7 @@ from tasks.store.names import (
     PREDICTIONS_FILE,
     SUCCESS,
 )
-from tasks.store.records import EvalRecord, RunRecord, read_json_object
+from tasks.store.records import PERMISSION_DENIED, EvalRecord, RunRecord, read_json_object
 from tasks.store.summary import experiment_damage
 
 if TYPE_CHECKING:
@@ -167,10 +168,17 @@ class Experiment:
 
         Raises:
             ExperimentNotFoundError: its Train never finished.
+            StorageError: a stored file may not be read by this process (permissions).
             CorruptArtifactError: a stored file is damaged; the message names it.
         """
         self.require_finished()
         damage = experiment_damage(self._directory)
+        if damage is not None and PERMISSION_DENIED in damage:
+            raise StorageError(
+                f"reading {self._directory} failed: {damage}; ask the owner to make its files "
+                "group-readable (`chmod -R g+rwX`), and run Forge with umask 002 in a "
+                "results folder shared by a group"
+            )
         if damage is not None:
             raise CorruptArtifactError(
                 f"{self._directory} is damaged ({damage}); it cannot be loaded or evaluated: "

@@ -322,7 +322,7 @@ class Train(TrainParams, ForgeTask):
             else None
         )
         log = MetricsLog(directory / METRICS_FILE, resume_after=start)
-        writer = backend.scalar_writer(directory / TENSORBOARD_DIR)
+        writer = backend.scalar_writer(directory / TENSORBOARD_DIR, resume_after=start)
         progress = _Progress(self, start, settings.epochs)
         state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
 

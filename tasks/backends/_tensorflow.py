@@ -33,6 +33,8 @@ from tasks.backends.base import (
     call_builder,
     checked_objective_result,
     input_shapes,
+    prepare_event_dir,
+    require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
@@ -151,6 +153,7 @@ def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> 
 def _open_checkpoint(path: Path) -> Any:
     import h5py
 
+    require_readable(path, "checkpoint")
     try:
         fh = h5py.File(path, "r")
     except OSError as err:
@@ -529,6 +532,7 @@ class TensorFlowBackend(Backend):
                 f"weights file {path} is not a Keras '{_KERAS_WEIGHTS}' file; Forge never loads "
                 "legacy whole-model .h5 files"
             )
+        require_readable(path, "weights file")
         try:
             model.load_weights(str(path))
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -564,7 +568,8 @@ class TensorFlowBackend(Backend):
             out, y = out.reshape(y.shape).astype(np.float32), y.astype(np.float32)
         return float(keras.ops.convert_to_numpy(_keras_loss(loss)(y, out)))
 
-    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
+        prepare_event_dir(logdir, resume_after)
         return _TFScalarWriter(logdir)
 
     def export(
@@ -586,6 +591,7 @@ class TensorFlowBackend(Backend):
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        require_readable(path, "code-free export")
         try:
             loaded = tf.saved_model.load(str(path))
             serve = loaded.serve

@@ -25,6 +25,8 @@ from tasks.backends.base import (
     call_builder,
     checked_objective_result,
     input_shapes,
+    prepare_event_dir,
+    require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
@@ -56,6 +58,7 @@ def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def _safe_torch_load(path: Path, device: str) -> Any:
+    require_readable(path, "checkpoint")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (
@@ -279,6 +282,7 @@ class TorchBackend(Backend):
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
+        require_readable(path, "weights file")
         try:
             missing, unexpected = load_model(model, str(path), strict=True)
         except (SafetensorError, RuntimeError, OSError) as err:
@@ -325,7 +329,8 @@ class TorchBackend(Backend):
         out = torch.from_numpy(np.asarray(primary_output(outputs)))
         return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
 
-    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
+        prepare_event_dir(logdir, resume_after)
         return _TorchScalarWriter(logdir)
 
     def export(
@@ -346,6 +351,7 @@ class TorchBackend(Backend):
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
         # torch.export.load may unpickle or eval parts of a .pt2; refuse those files first.
+        require_readable(path, "code-free export")
         check_archive(path)
         try:
             program = torch.export.load(str(path))

@@ -25,6 +25,8 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "clean_leftovers",
+    "current_umask",
+    "honour_umask",
     "storage_errors",
     "temporary_writer",
 ]
@@ -35,6 +37,11 @@ _TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}-")
 # A folder holding this file belongs to another (nested) step; its own run cleans it.
 _STEP_MARKER = ".digest"
 
+_PERMISSION_HINT = (
+    "permission denied: another user owns it or the folder is not writable for you; in a "
+    "results folder shared by a group, every member needs umask 002 (and the folder the "
+    "group's setgid bit), else pass a writable --results-dir"
+)
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space and rerun (completed steps are kept)",
@@ -42,8 +49,8 @@ _HINTS = {
     errno.EFBIG: "the file is larger than allowed (file size limit); raise the limit and rerun",
     errno.EIO: "an I/O error occurred; check the disk and rerun",
     errno.EROFS: "the results directory is read-only; pass a writable --results-dir",
-    errno.EACCES: "permission denied; pass a writable --results-dir",
-    errno.EPERM: "permission denied; pass a writable --results-dir",
+    errno.EACCES: _PERMISSION_HINT,
+    errno.EPERM: _PERMISSION_HINT,
 }
 
 
@@ -66,6 +73,48 @@ def storage_errors(what: str) -> Iterator[None]:
         code = int(match.group(1))
         hint = _HINTS.get(code, "check the file system and rerun")
         raise StorageError(f"writing {what} failed: {os.strerror(code)}; {hint}") from err
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc`` on Linux; elsewhere the
+    classic set-and-restore, which is safe here: Forge sets it from no other thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod(path: Path, mode: int) -> None:
+    """``chmod`` keeping the setuid/setgid/sticky bits (a setgid folder stays one)."""
+    info = os.lstat(path)
+    if not os.path.islink(path) and (info.st_mode & 0o777) != mode:
+        os.chmod(path, mode | (info.st_mode & 0o7000))
+
+
+def honour_umask(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions the process umask
+    asks for: files ``0o666 & ~umask``, folders ``0o777 & ~umask``.
+
+    Libraries create files with their own modes (safetensors writes ``0600``), which in a
+    results folder shared by a group (umask 002) would lock the other members out.
+    """
+    mask = current_umask()
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    if not path.is_dir() or path.is_symlink():
+        _chmod(path, file_mode)
+        return
+    _chmod(path, dir_mode)
+    for base, dirs, files in os.walk(path):
+        for name in dirs:
+            _chmod(Path(base) / name, dir_mode)
+        for name in files:
+            _chmod(Path(base) / name, file_mode)
 
 
 def _tmp_name(dest: Path) -> Path:
@@ -97,6 +146,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
             if tmp.is_file():
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
+            if tmp.exists():
+                honour_umask(tmp)
             os.replace(tmp, dest)
             _fsync_dir(dest.parent)
         finally:
@@ -125,6 +176,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         tmp.mkdir()
         try:
             yield tmp
+            honour_umask(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)

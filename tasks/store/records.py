@@ -49,6 +49,8 @@ __all__ = [
 R = TypeVar("R", bound="Stored")
 # The damage reason of a file that is simply absent (an unfinished step).
 MISSING = "missing"
+# How a reader words a file this process may not read: a permission problem, not damage.
+PERMISSION_DENIED = "permission denied"
 # Stored records are small; anything far larger is not one Forge wrote.
 MAX_RECORD_BYTES = 64_000_000
 
@@ -69,7 +71,7 @@ def read_stored_bytes(path: Path, limit: int = MAX_RECORD_BYTES) -> tuple[bytes,
         if err.errno == errno.ELOOP or path.is_symlink():
             return b"", f"{path.name}: is a symbolic link, not a file Forge wrote"
         if err.errno in (errno.EACCES, errno.EPERM):
-            return b"", f"{path.name}: cannot be read (permission denied)"
+            return b"", f"{path.name}: cannot be read ({PERMISSION_DENIED})"
         return b"", f"{path.name}: cannot be read ({err.strerror or err})"
     try:
         info = os.fstat(fd)

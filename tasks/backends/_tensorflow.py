@@ -37,7 +37,7 @@ from tasks.backends.base import (
     require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import BatchStream, DataMeta, reserve_hdf5
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
@@ -124,6 +124,11 @@ def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 
 
 # -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
+
+
+def _nbytes(variable: Any) -> int:
+    """The bytes a variable's values take (without copying them)."""
+    return int(np.prod(variable.shape, dtype=np.int64)) * np.dtype(variable.dtype).itemsize
 
 
 def _write_variables(group: Any, variables: list[Any]) -> None:
@@ -382,6 +387,8 @@ class _TFSession(TrainSession):
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py
 
+        variables = [*self.model.variables, *self.optimizer.variables]
+        reserve_hdf5(path, sum(_nbytes(v) for v in variables), datasets=len(variables))
         with _h5py_write_errors(), h5py.File(path, "w") as fh:
             fh.attrs["format"] = CHECKPOINT_FORMAT
             fh.attrs["epoch"] = int(epoch)
@@ -511,6 +518,8 @@ class TensorFlowBackend(Backend):
             self._save_weights(model, Path(path))
 
     def _save_weights(self, model: Any, path: Path) -> None:
+        weights = list(model.weights)
+        reserve_hdf5(path, sum(_nbytes(v) for v in weights), datasets=len(weights))
         if path.name.endswith(_KERAS_WEIGHTS):
             model.save_weights(str(path))
             return

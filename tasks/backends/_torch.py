@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import types
@@ -345,7 +346,12 @@ class TorchBackend(Backend):
         batch = torch.export.Dim("batch", min=1)
         dynamic = tuple({0: batch} for _ in examples)
         program = torch.export.export(model, examples, dynamic_shapes=dynamic)
-        torch.export.save(program, str(path))
+        # Serialised in memory, written by Python: PyTorch's own file writer aborts the
+        # process (uncaught C++ exception) when the disk fills up mid-archive.
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        with open(path, "wb") as fh:
+            fh.write(buffer.getbuffer())
 
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS

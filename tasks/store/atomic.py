@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import StorageError
+from tasks.errors import ForgeError, StorageError
 
 __all__ = [
     "TMP_PREFIX",
@@ -27,6 +27,8 @@ __all__ = [
     "clean_leftovers",
     "current_umask",
     "honour_umask",
+    "reserve_space",
+    "storage_error",
     "storage_errors",
     "temporary_writer",
 ]
@@ -42,7 +44,6 @@ _PERMISSION_HINT = (
     "results folder shared by a group, every member needs umask 002 (and the folder the "
     "group's setgid bit), else pass a writable --results-dir"
 )
-_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space and rerun (completed steps are kept)",
     errno.EDQUOT: "the disk quota is exceeded; free space and rerun",
@@ -54,25 +55,78 @@ _HINTS = {
 }
 
 
+# How libraries that hide the OSError spell a storage failure in their messages:
+# HDF5 "errno = 28", Rust "(os error 28)", TensorFlow and PyTorch the strerror text.
+_ERRNO_IN_TEXT = re.compile(r"(?:errno = |\(os error )(\d+)")
+_STRERROR_IN_TEXT = {
+    os.strerror(code): code
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES)
+}
+_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing")
+
+
+def storage_error(err: BaseException, what: str) -> StorageError | None:
+    """``err`` as one :class:`StorageError` line when it is a failed write to storage,
+    else None.
+
+    OSErrors count, and the errors of libraries that wrap them in their own types with
+    the cause only in the text (h5py/HDF5, safetensors, TensorFlow, PyTorch's writer).
+    """
+    if isinstance(err, ForgeError):  # already says what went wrong
+        return err if isinstance(err, StorageError) else None
+    code = err.errno if isinstance(err, OSError) else None
+    text = str(err)
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(text)
+        if match is not None:
+            code = int(match.group(1))
+        else:
+            code = next((c for msg, c in _STRERROR_IN_TEXT.items() if msg in text), None)
+    if code is None and not isinstance(err, OSError):
+        if not any(marker in text for marker in _WRITE_FAILED):
+            return None
+    hint = _HINTS.get(code or 0, "check the file system and rerun")
+    if code:
+        reason = os.strerror(code)
+    else:
+        reason = " ".join(text.split())[:200] or type(err).__name__
+    return StorageError(f"writing {what} failed: {reason}; {hint}")
+
+
 @contextlib.contextmanager
 def storage_errors(what: str) -> Iterator[None]:
-    """Turn OS write errors inside the block into one clear :class:`StorageError`."""
+    """Turn failed writes inside the block into one clear :class:`StorageError` line
+    (see :func:`storage_error`); other errors pass through unchanged."""
     try:
         yield
-    except StorageError:
-        raise
-    except OSError as err:
-        hint = _HINTS.get(err.errno or 0, "check the file system and rerun")
-        raise StorageError(f"writing {what} failed: {err.strerror or err}; {hint}") from err
     except Exception as err:
-        # Writers built on Rust (safetensors) raise their own exception type for OS errors,
-        # with the errno only in the message: "... I/O error: File too large (os error 27)".
-        match = _RUST_OS_ERROR.search(str(err))
-        if match is None:
+        converted = storage_error(err, what)
+        if converted is None or converted is err:
             raise
-        code = int(match.group(1))
-        hint = _HINTS.get(code, "check the file system and rerun")
-        raise StorageError(f"writing {what} failed: {os.strerror(code)}; {hint}") from err
+        raise converted from err
+
+
+def reserve_space(dest: Path, nbytes: int) -> None:
+    """Claim ``nbytes`` of disk beside ``dest`` and give them back, before a writer that
+    cannot survive a full disk (HDF5: a write failing for lack of space leaves the library
+    in a state where closing the file crashes the process) starts writing.
+
+    Raises:
+        StorageError: the space is not there (disk full, quota, file size limit).
+    """
+    dest = Path(dest)
+    reservation = _tmp_name(dest.with_name(dest.name + ".reserve"))
+    with storage_errors(str(dest.with_name(_TMP_NAME.sub("", dest.name)))):
+        fd = os.open(reservation, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(int(nbytes), 1))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+                raise
+            # A file system that cannot preallocate: go on without the guarantee.
+        finally:
+            os.close(fd)
+            reservation.unlink(missing_ok=True)
 
 
 def current_umask() -> int:

@@ -8,10 +8,12 @@ half-written experiment simply comes out as ``incomplete``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from tasks.store.names import (
     DIGEST_FILE,
     EVAL_CONFIG_FILE,
     EVAL_DIR,
+    META_FILE,
     METRICS_FILE,
     MODEL_DIR,
     RUN_FILE,
@@ -150,6 +153,45 @@ def _digest_damage(directory: Path, claimed: str | None) -> str | None:
     return None
 
 
+def _text_damage(path: Path) -> str | None:
+    """Why a stored text file cannot be shown: missing, not a plain file, not UTF-8."""
+    raw, why = read_stored_bytes(path)
+    if why is not None:
+        return f"{path.name} is missing" if why == MISSING else why
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{path.name}: not UTF-8 text"
+    return None
+
+
+# Damage of files shared by many experiments (a data step's meta.json, the .digest of a
+# data or model step) by (file, mtime, size, inode, what it is checked against):
+# `forge ls --rebuild` over thousands of experiments reads each of them once.
+_shared_cache: dict[tuple[Any, ...], str | None] = {}
+
+
+def _shared_damage(
+    folder: Path, name: str, check: Callable[[Path], str | None], against: Any = None
+) -> str | None:
+    """``check(folder)``, remembered while ``folder / name`` stays the same file."""
+    try:
+        info = os.lstat(folder / name)
+    except OSError:
+        return check(folder)
+    key = (str(folder), name, info.st_mtime_ns, info.st_size, info.st_ino, against)
+    if key not in _shared_cache:
+        if len(_shared_cache) > 50_000:
+            _shared_cache.clear()
+        _shared_cache[key] = check(folder)
+    return _shared_cache[key]
+
+
+def _meta_damage(data_dir: Path) -> str | None:
+    record = MetaRecord.read(data_dir)
+    return None if record.missing else record.damage
+
+
 def _symlinks(directory: Path) -> list[str]:
     """Entries of a step folder (and of its own sub-folders) that are symbolic links:
     Forge never stores one, so each is damage (it could point anywhere on the machine)."""
@@ -173,6 +215,7 @@ def _own_damage(
     config: dict[str, Any],
     config_damage: str | None,
     metrics_damage: str | None,
+    best: BestRecord | None = None,
 ) -> list[str]:
     """What is wrong with the files a finished experiment and its model rely on: its
     records, its config, its ``metrics.csv``, the ``.digest`` of each step it is made of,
@@ -193,16 +236,18 @@ def _own_damage(
             damage.append(f"{CONFIG_FILE}: 'model.framework' is not a string")
     if metrics_damage is not None:
         damage.append(metrics_damage)
-    for record in (
-        ParamsRecord.read(directory),
-        BestRecord.read(directory),
-        MetaRecord.read(directory.parent.parent),
-    ):
+    for record in (ParamsRecord.read(directory), best or BestRecord.read(directory)):
         if record.damage is not None and not record.missing:
             damage.append(record.damage)
+    meta = _shared_damage(directory.parent.parent, META_FILE, _meta_damage)
+    if meta is not None:
+        damage.append(meta)
     folders = {"data": directory.parent.parent, "model": directory.parent, "train": directory}
     for section, folder in folders.items():
-        why = _digest_damage(folder, run.digests.get(section))
+        claimed = run.digests.get(section)
+        why = _shared_damage(
+            folder, DIGEST_FILE, functools.partial(_digest_damage, claimed=claimed), claimed
+        )
         if why is not None:
             damage.append(why)
     damage += _symlinks(directory)
@@ -251,9 +296,8 @@ def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
         record = EvalRecord.read(path) if done else EvalRecord()
         if done:
             why = record.damage
-            if why is None:
-                why = read_stored_config(path / EVAL_CONFIG_FILE)[1]
-                why = f"{EVAL_CONFIG_FILE} is missing" if why == MISSING else why
+            if why is None:  # only whether it is there and text: `forge ls` never parses it
+                why = _text_damage(path / EVAL_CONFIG_FILE)
             if why is not None:
                 damage.append(f"{EVAL_DIR}/{entry.name}/{why}")
         evals.append(
@@ -268,11 +312,13 @@ def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
     return evals
 
 
-def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) -> dict[str, Any]:
-    stored = BestRecord.read(directory)
+def _best(
+    stored: BestRecord, rows: list[dict[str, float]], train: dict[str, Any]
+) -> dict[str, Any]:
     if stored.ok and stored.value is not None:
         return {"metric": stored.monitor, "value": stored.value, "epoch": stored.epoch}
-    monitor = train.get("monitor", "val_loss")
+    monitor = train.get("monitor")
+    monitor = monitor if isinstance(monitor, str) else "val_loss"  # a damaged config too
     mode = train.get("mode", "min")
     scored = [r for r in rows if monitor in r]
     if not scored:
@@ -324,8 +370,9 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     run = RunRecord.read(directory)
     config, config_damage = read_stored_config(directory / CONFIG_FILE)
     rows, metrics_damage = read_metrics_checked(directory / METRICS_FILE)
+    best = BestRecord.read(directory)
     if (directory / SUCCESS).is_file():  # only damage once the experiment claims to be complete
-        damage += _own_damage(directory, run, config, config_damage, metrics_damage)
+        damage += _own_damage(directory, run, config, config_damage, metrics_damage, best)
     train: dict[str, Any] = config["train"] if isinstance(config.get("train"), dict) else {}
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
     evals = _evaluations(directory, damage)
@@ -348,7 +395,7 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "status": status,
         "epochs": max((int(r.get("epoch", 0)) for r in rows), default=0),
         "epochs_total": train.get("epochs"),
-        "best": _best(directory, rows, train),
+        "best": _best(best, rows, train),
         "metrics": metrics,
         "evals": evals,
         "eval_names": eval_names,

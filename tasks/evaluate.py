@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.base import EvalParams, ForgeTask
 from tasks.config.yamlio import dump_yaml
-from tasks.data.h5store import BatchStream, read_split
+from tasks.data.h5store import BatchStream, read_split, reserve_hdf5
 from tasks.errors import ConfigError
 from tasks.experiment import Experiment
 from tasks.metrics import LOSS_METRIC
@@ -34,7 +34,11 @@ logger = logging.getLogger("forge")
 
 def _write_predictions(path: Path, outputs: Any, arrays: dict[str, np.ndarray]) -> None:
     import h5py
+    import numpy as np
 
+    named = named_outputs(outputs)
+    stored = [np.asarray(v) for v in named.values()] + [v for k, v in arrays.items() if k != "x"]
+    reserve_hdf5(path, sum(a.nbytes for a in stored), datasets=len(stored))
     with h5py.File(path, "w") as fh:
         group = fh.create_group("outputs")
         for name, value in named_outputs(outputs).items():
@@ -70,6 +74,7 @@ class Evaluate(EvalParams, ForgeTask):
     def produce(self, directory: Path) -> None:
         cfg = self.spec["eval"].config
         experiment = Experiment(self.spec.dirs["train"])
+        experiment.require_intact()  # a damaged experiment is one clear error, before any work
         backend = experiment.backend
         model = experiment.build_model(cfg["checkpoint"])
         device = backend.resolve_device(experiment.config["train"]["device"])

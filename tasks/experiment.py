@@ -28,6 +28,7 @@ from tasks.errors import (
     DataError,
     ExperimentError,
     ExperimentNotFoundError,
+    StorageError,
 )
 from tasks.store.checkpoints import committed
 from tasks.store.drift import Drift, code_drift, live_lookup
@@ -42,7 +43,8 @@ from tasks.store.names import (
     PREDICTIONS_FILE,
     SUCCESS,
 )
-from tasks.store.records import EvalRecord, RunRecord, read_json_object
+from tasks.store.records import PERMISSION_DENIED, EvalRecord, RunRecord, read_json_object
+from tasks.store.summary import experiment_damage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -159,6 +161,29 @@ class Experiment:
             raise ExperimentNotFoundError(
                 f"{self._directory} is not finished (no {SUCCESS}); rerun its Train with the "
                 "parameters in its params.json"
+            )
+
+    def require_intact(self) -> None:
+        """Check, before any model is built, that the records it relies on are sound
+        (the same check that lists an experiment as ``damaged`` in ``forge ls``).
+
+        Raises:
+            ExperimentNotFoundError: its Train never finished.
+            StorageError: a stored file may not be read by this process (permissions).
+            CorruptArtifactError: a stored file is damaged; the message names it.
+        """
+        self.require_finished()
+        damage = experiment_damage(self._directory)
+        if damage is not None and PERMISSION_DENIED in damage:
+            raise StorageError(
+                f"reading {self._directory} failed: {damage}; ask the owner to make its files "
+                "group-readable (`chmod -R g+rwX`), and run Forge with umask 002 in a "
+                "results folder shared by a group"
+            )
+        if damage is not None:
+            raise CorruptArtifactError(
+                f"{self._directory} is damaged ({damage}); it cannot be loaded or evaluated: "
+                "rerun its Train after `forge rm`, or restore the files from a copy"
             )
 
     @property
@@ -295,6 +320,7 @@ class Experiment:
         """Rebuild the model through its registered builder and load the stored weights."""
         from tasks.registry import get_entry
 
+        self.require_intact()
         model_cfg = self.config["model"]
         entry = get_entry(
             "model",
@@ -351,7 +377,7 @@ class Experiment:
         Warns:
             CodeDriftWarning: the builder/loader/objective source changed since training.
         """
-        self.require_finished()
+        self.require_intact()
         if self.code_free:
             return self._load_export()
         drift: list[Drift] = []
@@ -386,6 +412,7 @@ class Experiment:
         return self.backend.for_inference(model)
 
     def _load_export(self) -> Any:
+        self.require_intact()
         path = self.export_path()
         if path is None and self.run.export.deferred:
             self._export_now()
@@ -460,6 +487,7 @@ class Experiment:
         """
         from tasks.outputs import concat_outputs
 
+        self.require_intact()
         arrays = self._input_arrays(x)
         size = int(batch_size or self.config["train"]["batch_size"])
         rows = len(next(iter(arrays.values())))

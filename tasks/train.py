@@ -32,7 +32,7 @@ from tasks.run_context import record_run_context
 from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
-from tasks.store.atomic import atomic_path, atomic_write_text
+from tasks.store.atomic import atomic_path, atomic_write_text, storage_error
 from tasks.store.checkpoints import (
     best_path,
     checkpoint_path,
@@ -333,7 +333,7 @@ class Train(TrainParams, ForgeTask):
             else None
         )
         log = MetricsLog(directory / METRICS_FILE, resume_after=start)
-        writer = backend.scalar_writer(directory / TENSORBOARD_DIR)
+        writer = backend.scalar_writer(directory / TENSORBOARD_DIR, resume_after=start)
         progress = _Progress(self, start, settings.epochs)
         state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
 
@@ -409,6 +409,9 @@ class Train(TrainParams, ForgeTask):
             with atomic_path(model_dir / backend.export_name) as tmp:
                 backend.export(model, meta, tmp, inputs)
         except Exception as err:  # export is a convenience; training itself succeeded
+            storage = storage_error(err, str(model_dir / backend.export_name))
+            if storage is not None:  # ... but a full disk is not a format the model lacks
+                raise storage from err
             logger.warning("code-free export failed, LoadTrained will need the builder: %s", err)
             return {"ok": False, "error": f"{type(err).__name__}: {err}"}
         return {"ok": True, "file": f"{MODEL_DIR}/{backend.export_name}", "checkpoint": checkpoint}

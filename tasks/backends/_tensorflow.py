@@ -34,10 +34,12 @@ from tasks.backends.base import (
     call_builder,
     checked_objective_result,
     input_shapes,
+    prepare_event_dir,
+    require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5safe import open_checked
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import BatchStream, DataMeta, reserve_hdf5
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
@@ -126,6 +128,11 @@ def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 # -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
 
 
+def _nbytes(variable: Any) -> int:
+    """The bytes a variable's values take (without copying them)."""
+    return int(np.prod(variable.shape, dtype=np.int64)) * np.dtype(variable.dtype).itemsize
+
+
 def _write_variables(group: Any, variables: list[Any]) -> None:
     for i, var in enumerate(variables):
         ds = group.create_dataset(f"{i:05d}", data=np.asarray(var.numpy()))
@@ -151,6 +158,7 @@ def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> 
 
 
 def _open_checkpoint(path: Path) -> Any:
+    require_readable(path, "checkpoint")
     try:
         fh = open_checked(path)
     except CorruptArtifactError as err:
@@ -377,6 +385,8 @@ class _TFSession(TrainSession):
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py
 
+        variables = [*self.model.variables, *self.optimizer.variables]
+        reserve_hdf5(path, sum(_nbytes(v) for v in variables), datasets=len(variables))
         with _h5py_write_errors(), h5py.File(path, "w") as fh:
             fh.attrs["format"] = CHECKPOINT_FORMAT
             fh.attrs["epoch"] = int(epoch)
@@ -519,6 +529,8 @@ class TensorFlowBackend(Backend):
             self._save_weights(model, Path(path))
 
     def _save_weights(self, model: Any, path: Path) -> None:
+        weights = list(model.weights)
+        reserve_hdf5(path, sum(_nbytes(v) for v in weights), datasets=len(weights))
         if path.name.endswith(_KERAS_WEIGHTS):
             model.save_weights(str(path))
             return
@@ -540,6 +552,7 @@ class TensorFlowBackend(Backend):
                 f"weights file {path} is not a Keras '{_KERAS_WEIGHTS}' file; Forge never loads "
                 "legacy whole-model .h5 files"
             )
+        require_readable(path, "weights file")
         # Keras reads the file with h5py as it is; refuse links and external storage first.
         try:
             open_checked(path).close()
@@ -580,7 +593,8 @@ class TensorFlowBackend(Backend):
             out, y = out.reshape(y.shape).astype(np.float32), y.astype(np.float32)
         return float(keras.ops.convert_to_numpy(_keras_loss(loss)(y, out)))
 
-    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
+        prepare_event_dir(logdir, resume_after)
         return _TFScalarWriter(logdir)
 
     def export(
@@ -602,6 +616,7 @@ class TensorFlowBackend(Backend):
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        require_readable(path, "code-free export")
         # tf.saved_model.load runs graph ops; refuse any graph that could touch files first.
         check_saved_model(path)
         try:

@@ -25,6 +25,8 @@ from tasks.backends.base import (
     call_builder,
     checked_objective_result,
     input_shapes,
+    prepare_event_dir,
+    require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
@@ -56,6 +58,7 @@ def _supervised_loss(outputs: Any, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def _safe_torch_load(path: Path, device: str) -> Any:
+    require_readable(path, "checkpoint")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (
@@ -292,6 +295,7 @@ class TorchBackend(Backend):
         from safetensors import SafetensorError
         from safetensors.torch import load_model
 
+        require_readable(path, "weights file")
         try:
             missing, unexpected = load_model(model, str(path), strict=True)
         except (SafetensorError, RuntimeError, OSError) as err:
@@ -338,7 +342,8 @@ class TorchBackend(Backend):
         out = torch.from_numpy(np.asarray(primary_output(outputs)))
         return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
 
-    def scalar_writer(self, logdir: Path) -> ScalarWriter:
+    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
+        prepare_event_dir(logdir, resume_after)
         return _TorchScalarWriter(logdir)
 
     def export(
@@ -355,6 +360,7 @@ class TorchBackend(Backend):
     def load_export(
         self, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS
     ) -> Callable[[Mapping[str, np.ndarray]], Any]:
+        require_readable(path, "code-free export")
         if path.suffix == ".pt2":
             # torch.export.load generates and runs Python source from names in the archive:
             # no check of its parts makes a file from somebody else safe to load.

@@ -8,6 +8,9 @@ time, and is itself imported only when a model config names that framework.
 
 from __future__ import annotations
 
+import os
+import struct
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import BatchStream, DataMeta
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, StorageError
 from tasks.registry import Entry
 
 if TYPE_CHECKING:
@@ -31,7 +34,33 @@ __all__ = [
     "call_builder",
     "checked_objective_result",
     "input_shapes",
+    "prepare_event_dir",
+    "require_readable",
 ]
+
+
+def require_readable(path: Path, what: str) -> None:
+    """Check that this process may read ``path`` before a loader reports it as damaged.
+
+    Loaders turn every failure into "truncated or tampered with"; a file another user
+    created without group read permission is neither, and needs another fix.
+
+    Raises:
+        StorageError: reading ``path`` is not permitted.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except PermissionError as err:
+        raise StorageError(
+            f"reading {what} {path} failed: permission denied (it belongs to another user "
+            "and is not readable for you); ask its owner to make it group-readable "
+            "(`chmod -R g+rwX`), and run Forge with umask 002 in a results folder shared "
+            "by a group"
+        ) from err
+    except OSError:
+        return  # missing or damaged: the loader says so
+    os.close(fd)
+
 
 # Called once per finished epoch (1-based) with that epoch's train/val metrics.
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -101,6 +130,87 @@ def checked_objective_result(objective: Entry, result: Any) -> dict[str, Any]:
             f"dict with a 'loss' entry, not {type(result).__name__}"
         )
     return dict(result)
+
+
+# TensorBoard event files: TFRecords of ``Event`` protos (field 2: the step, a varint).
+EVENT_FILE_GLOB = "events.out.tfevents.*"
+_RECORD_HEADER = 12  # uint64 length + uint32 masked CRC of the length
+_RECORD_FOOTER = 4  # uint32 masked CRC of the data
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _event_step(record: bytes) -> int:
+    """The ``step`` of a serialised ``Event`` (0 when it has none, e.g. the file header)."""
+    pos = 0
+    try:
+        while pos < len(record):
+            key, pos = _varint(record, pos)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _varint(record, pos)
+                if field == 2:
+                    return value - (1 << 64) if value >= 1 << 63 else value
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                size, pos = _varint(record, pos)
+                pos += size
+            elif wire == 5:
+                pos += 4
+            else:
+                return 0
+    except IndexError:
+        return 0
+    return 0
+
+
+def _trim_event_file(path: Path, after_step: int) -> None:
+    data = path.read_bytes()
+    kept: list[bytes] = []
+    pos = 0
+    while pos + _RECORD_HEADER <= len(data):
+        (length,) = struct.unpack_from("<Q", data, pos)
+        end = pos + _RECORD_HEADER + length + _RECORD_FOOTER
+        if end > len(data):
+            break  # a torn last record of a killed run
+        if _event_step(data[pos + _RECORD_HEADER : end - _RECORD_FOOTER]) <= after_step:
+            kept.append(data[pos:end])
+        pos = end
+    trimmed = b"".join(kept)
+    if trimmed == data:
+        return
+    # A temporary of the exact form the step's leftover clean-up knows, renamed into place.
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        tmp.write_bytes(trimmed)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def prepare_event_dir(logdir: Path, resume_after: int) -> None:
+    """Make ``logdir`` ready for a (resumed) run's event file.
+
+    The folder is created here, honouring the umask (TensorBoard writers create it
+    ``0755``, which locks out the group of a shared results folder). A run resumed after
+    epoch ``resume_after`` writes its steps into a new event file, so the steps after that
+    epoch are dropped from the older files (an interrupted run logged them before its
+    checkpoint was committed): every epoch's scalars are then stored exactly once.
+    """
+    logdir.mkdir(parents=True, exist_ok=True)
+    for path in sorted(logdir.glob(EVENT_FILE_GLOB)):
+        if path.is_file() and not path.is_symlink():
+            _trim_event_file(path, resume_after)
 
 
 class ScalarWriter(ABC):
@@ -222,8 +332,10 @@ class Backend(ABC):
         """The mean training loss of ``outputs`` against ``targets`` (for evaluation)."""
 
     @abstractmethod
-    def scalar_writer(self, logdir: Path) -> ScalarWriter:
-        """A TensorBoard writer for ``logdir``."""
+    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
+        """A TensorBoard writer for ``logdir`` writing a new event file; steps after
+        ``resume_after`` (the epoch a resumed run restarts from) are dropped from the
+        older files first (:func:`prepare_event_dir`)."""
 
     @abstractmethod
     def export(

@@ -22,8 +22,8 @@ from tasks.stages import SECTIONS, TRAIN_SECTIONS, stage
 from tasks.store.drift import code_drift, live_lookup
 from tasks.store.lock import lock_held
 from tasks.store.names import CONFIG_FILE, DIGEST_FILE, EVAL_DIR, PARAMS_FILE, SUCCESS
-from tasks.store.records import RunRecord, read_json_object
-from tasks.store.summary import flatten, read_config, step_name
+from tasks.store.records import ParamsRecord, RunRecord
+from tasks.store.summary import experiment_damage, flatten, read_config, step_name
 
 __all__ = ["Step", "code_changes", "render_steps", "steps_for_configs", "steps_for_experiment"]
 
@@ -34,7 +34,7 @@ class Step:
 
     level: str
     directory: Path
-    state: str  # done | running | failed | incomplete | stale | would run
+    state: str  # done | running | failed | incomplete | stale | damaged | would run
     reasons: list[str] = field(default_factory=list)
 
 
@@ -147,7 +147,8 @@ def steps_for_experiment(directory: Path) -> tuple[list[Step], list[str]]:
     from tasks.base import resolve_spec
 
     config = read_config(directory / CONFIG_FILE)
-    framework = (config.get("model") or {}).get("framework")
+    model = config.get("model")
+    framework = model.get("framework") if isinstance(model, dict) else None
     steps = []
     for level, path in (
         ("data", directory.parent.parent),
@@ -156,21 +157,25 @@ def steps_for_experiment(directory: Path) -> tuple[list[Step], list[str]]:
     ):
         state, reasons = _state(path, level)
         steps.append(Step(level, path, state, reasons))
-    if steps[-1].state == "done":
+    damage = experiment_damage(directory) if steps[-1].state == "done" else None
+    if damage is not None:
+        steps[-1].state = "damaged"
+        steps[-1].reasons.append(f"{damage}; `forge rm` it and rerun, or restore the files")
+    elif steps[-1].state == "done":
         _train_code(steps[-1], framework)
     evals = sorted(p for p in (directory / EVAL_DIR).glob("*") if (p / DIGEST_FILE).exists())
     for path in evals:
         state, reasons = _state(path, "eval")
         steps.append(Step("eval", path, state, reasons))
     notes = []
-    params, damage = read_json_object(directory / PARAMS_FILE)
-    if damage is not None:
-        return steps, [f"params.json unusable ({damage}): cannot tell whether its configs changed"]
-    paths = {lv: params.get(stage(lv).config_param) or None for lv in TRAIN_SECTIONS}
+    params = ParamsRecord.read(directory)
+    if params.damage is not None:
+        return steps, [
+            f"{PARAMS_FILE} unusable ({params.damage}): cannot tell whether its configs changed"
+        ]
+    paths = {lv: params.configs.get(stage(lv).config_param) or None for lv in TRAIN_SECTIONS}
     try:
-        spec = resolve_spec(
-            TRAIN_SECTIONS, paths, str(params.get("overrides") or ""), directory.parents[2]
-        )
+        spec = resolve_spec(TRAIN_SECTIONS, paths, params.overrides, directory.parents[2])
     except (ForgeError, OSError) as err:
         return steps, [f"its config files cannot be resolved now ({err})"]
     if spec.dirs["train"].resolve() == directory.resolve():

@@ -18,12 +18,37 @@ from typing import TYPE_CHECKING, Any
 from tasks.config.checks import check_split_rows
 from tasks.data.h5safe import open_checked
 from tasks.errors import DataError
+from tasks.store.atomic import reserve_space
 from tasks.store.jsonio import dumps_json
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["SPLITS", "BatchStream", "DataMeta", "read_meta", "read_split", "write_splits"]
+__all__ = [
+    "SPLITS",
+    "BatchStream",
+    "DataMeta",
+    "read_meta",
+    "read_split",
+    "reserve_hdf5",
+    "write_splits",
+]
+
+# HDF5's own bytes besides the arrays: superblock, object headers, chunk indexes.
+_HDF5_OVERHEAD = 256 * 1024
+
+
+def reserve_hdf5(path: Path, payload_bytes: int, datasets: int = 1) -> None:
+    """Make sure the disk can take an HDF5 file of ``payload_bytes`` of arrays before it
+    is written: HDF5 does not survive running out of space mid-file (closing the file
+    then crashes the process), so a full disk must be found before it starts.
+
+    Raises:
+        StorageError: there is not enough space (or quota) for it.
+    """
+    estimate = int(payload_bytes * 1.1) + _HDF5_OVERHEAD + 16 * 1024 * datasets
+    reserve_space(path, estimate)
+
 
 SPLITS = ("train", "val", "test")
 _CHUNK_BYTES = 4 << 20  # 4 MiB chunks read about twice as fast as 1 MiB ones
@@ -186,6 +211,10 @@ def write_splits(
         task=task,
         rows={k: int(len(v)) for k, v in indices.items()},
     )
+    payload = sum(
+        int(np.prod(v.shape, dtype=np.int64)) * stored[k].itemsize for k, v in arrays.items()
+    )
+    reserve_hdf5(path, payload, datasets=len(arrays) * len(indices))
     with h5py.File(path, "w", libver="latest") as fh:
         for split_name, idx in indices.items():
             group = fh.create_group(split_name)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.errors import StorageError
+from tasks.errors import ForgeError, StorageError
 
 __all__ = [
     "TMP_PREFIX",
@@ -25,6 +25,10 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "clean_leftovers",
+    "current_umask",
+    "honour_umask",
+    "reserve_space",
+    "storage_error",
     "storage_errors",
     "temporary_writer",
 ]
@@ -35,37 +39,136 @@ _TMP_NAME = re.compile(r"^\.tmp-(\d+)-[0-9a-f]{8}-")
 # A folder holding this file belongs to another (nested) step; its own run cleans it.
 _STEP_MARKER = ".digest"
 
-_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+_PERMISSION_HINT = (
+    "permission denied: another user owns it or the folder is not writable for you; in a "
+    "results folder shared by a group, every member needs umask 002 (and the folder the "
+    "group's setgid bit), else pass a writable --results-dir"
+)
 _HINTS = {
     errno.ENOSPC: "the disk is full; free space and rerun (completed steps are kept)",
     errno.EDQUOT: "the disk quota is exceeded; free space and rerun",
     errno.EFBIG: "the file is larger than allowed (file size limit); raise the limit and rerun",
     errno.EIO: "an I/O error occurred; check the disk and rerun",
     errno.EROFS: "the results directory is read-only; pass a writable --results-dir",
-    errno.EACCES: "permission denied; pass a writable --results-dir",
-    errno.EPERM: "permission denied; pass a writable --results-dir",
+    errno.EACCES: _PERMISSION_HINT,
+    errno.EPERM: _PERMISSION_HINT,
 }
+
+
+# How libraries that hide the OSError spell a storage failure in their messages:
+# HDF5 "errno = 28", Rust "(os error 28)", TensorFlow and PyTorch the strerror text.
+_ERRNO_IN_TEXT = re.compile(r"(?:errno = |\(os error )(\d+)")
+_STRERROR_IN_TEXT = {
+    os.strerror(code): code
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES)
+}
+_WRITE_FAILED = ("file write failed", "PytorchStreamWriter failed writing")
+
+
+def storage_error(err: BaseException, what: str) -> StorageError | None:
+    """``err`` as one :class:`StorageError` line when it is a failed write to storage,
+    else None.
+
+    OSErrors count, and the errors of libraries that wrap them in their own types with
+    the cause only in the text (h5py/HDF5, safetensors, TensorFlow, PyTorch's writer).
+    """
+    if isinstance(err, ForgeError):  # already says what went wrong
+        return err if isinstance(err, StorageError) else None
+    code = err.errno if isinstance(err, OSError) else None
+    text = str(err)
+    if code is None:
+        match = _ERRNO_IN_TEXT.search(text)
+        if match is not None:
+            code = int(match.group(1))
+        else:
+            code = next((c for msg, c in _STRERROR_IN_TEXT.items() if msg in text), None)
+    if code is None and not isinstance(err, OSError):
+        if not any(marker in text for marker in _WRITE_FAILED):
+            return None
+    hint = _HINTS.get(code or 0, "check the file system and rerun")
+    if code:
+        reason = os.strerror(code)
+    else:
+        reason = " ".join(text.split())[:200] or type(err).__name__
+    return StorageError(f"writing {what} failed: {reason}; {hint}")
 
 
 @contextlib.contextmanager
 def storage_errors(what: str) -> Iterator[None]:
-    """Turn OS write errors inside the block into one clear :class:`StorageError`."""
+    """Turn failed writes inside the block into one clear :class:`StorageError` line
+    (see :func:`storage_error`); other errors pass through unchanged."""
     try:
         yield
-    except StorageError:
-        raise
-    except OSError as err:
-        hint = _HINTS.get(err.errno or 0, "check the file system and rerun")
-        raise StorageError(f"writing {what} failed: {err.strerror or err}; {hint}") from err
     except Exception as err:
-        # Writers built on Rust (safetensors) raise their own exception type for OS errors,
-        # with the errno only in the message: "... I/O error: File too large (os error 27)".
-        match = _RUST_OS_ERROR.search(str(err))
-        if match is None:
+        converted = storage_error(err, what)
+        if converted is None or converted is err:
             raise
-        code = int(match.group(1))
-        hint = _HINTS.get(code, "check the file system and rerun")
-        raise StorageError(f"writing {what} failed: {os.strerror(code)}; {hint}") from err
+        raise converted from err
+
+
+def reserve_space(dest: Path, nbytes: int) -> None:
+    """Claim ``nbytes`` of disk beside ``dest`` and give them back, before a writer that
+    cannot survive a full disk (HDF5: a write failing for lack of space leaves the library
+    in a state where closing the file crashes the process) starts writing.
+
+    Raises:
+        StorageError: the space is not there (disk full, quota, file size limit).
+    """
+    dest = Path(dest)
+    reservation = _tmp_name(dest.with_name(dest.name + ".reserve"))
+    with storage_errors(str(dest.with_name(_TMP_NAME.sub("", dest.name)))):
+        fd = os.open(reservation, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(int(nbytes), 1))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+                raise
+            # A file system that cannot preallocate: go on without the guarantee.
+        finally:
+            os.close(fd)
+            reservation.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc`` on Linux; elsewhere the
+    classic set-and-restore, which is safe here: Forge sets it from no other thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod(path: Path, mode: int) -> None:
+    """``chmod`` keeping the setuid/setgid/sticky bits (a setgid folder stays one)."""
+    info = os.lstat(path)
+    if not os.path.islink(path) and (info.st_mode & 0o777) != mode:
+        os.chmod(path, mode | (info.st_mode & 0o7000))
+
+
+def honour_umask(path: Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions the process umask
+    asks for: files ``0o666 & ~umask``, folders ``0o777 & ~umask``.
+
+    Libraries create files with their own modes (safetensors writes ``0600``), which in a
+    results folder shared by a group (umask 002) would lock the other members out.
+    """
+    mask = current_umask()
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    if not path.is_dir() or path.is_symlink():
+        _chmod(path, file_mode)
+        return
+    _chmod(path, dir_mode)
+    for base, dirs, files in os.walk(path):
+        for name in dirs:
+            _chmod(Path(base) / name, dir_mode)
+        for name in files:
+            _chmod(Path(base) / name, file_mode)
 
 
 def _tmp_name(dest: Path) -> Path:
@@ -97,6 +200,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
             if tmp.is_file():
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
+            if tmp.exists():
+                honour_umask(tmp)
             os.replace(tmp, dest)
             _fsync_dir(dest.parent)
         finally:
@@ -125,6 +230,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
         tmp.mkdir()
         try:
             yield tmp
+            honour_umask(tmp)
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)

@@ -45,6 +45,10 @@ def child_dir(parent: Path, name: str, digest: str) -> Path:
             # A directory's digest never changes once written, so this answer is final.
             _claimed[key] = candidate
             return candidate
+        if existing is not None and len(existing) >= length and digest.startswith(existing):
+            # Our folder with a truncated .digest: damaged, and reported as such by whoever
+            # reads it, rather than silently trained again beside it.
+            return candidate
         if existing is None:
             free = candidate
             break
@@ -62,7 +66,7 @@ def child_dir(parent: Path, name: str, digest: str) -> Path:
 def _stored_digest(directory: Path) -> str | None:
     """The digest recorded in ``directory``; None when it holds none (free to claim)."""
     try:
-        return (directory / DIGEST_FILE).read_text().strip()
+        return (directory / DIGEST_FILE).read_bytes().decode("ascii", errors="replace").strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
 

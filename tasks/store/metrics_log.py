@@ -9,31 +9,48 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tasks.store.atomic import atomic_write_text, storage_errors
+from tasks.store.records import MISSING, read_stored_bytes
 
-__all__ = ["MetricsLog", "read_metrics"]
+__all__ = ["MetricsLog", "read_metrics", "read_metrics_checked"]
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    """Rows of a metrics.csv as dicts of floats (``epoch`` as a whole number)."""
-    if not path.is_file():
-        return []
-    rows = []
+    """Rows of a metrics.csv as dicts of floats (``epoch`` as a whole number).
+
+    Tolerant: rows that cannot be read (a torn last line from a crash, a damaged row) are
+    left out; :func:`read_metrics_checked` also says what was wrong.
+    """
+    return read_metrics_checked(path)[0]
+
+
+def read_metrics_checked(path: Path) -> tuple[list[dict[str, float]], str | None]:
+    """The readable rows of a metrics.csv, and a one-line reason when any is damaged.
+
+    The reason is None for a good or absent file; else it names the file and the first
+    problem (not UTF-8, a symbolic link, row N has a value that is not a number, ...).
+    """
+    raw, why = read_stored_bytes(path)
+    if why == MISSING:
+        return [], None
+    if why is not None:
+        return [], why
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    rows.append(
-                        {
-                            k: float(v)
-                            for k, v in row.items()
-                            if k is not None and v not in ("", None)
-                        }
-                    )
-                except (ValueError, TypeError):
-                    continue  # a torn last line from a crash, or a damaged row
-    except (OSError, UnicodeDecodeError, csv.Error):
-        pass  # what was read so far stands; the damaged rest is skipped
-    return rows
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return [], f"{path.name}: not UTF-8 text"
+    rows: list[dict[str, float]] = []
+    problem: str | None = None
+    try:
+        for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            try:
+                if None in row or None in row.values():
+                    raise ValueError("wrong number of fields")
+                rows.append({k: float(v) for k, v in row.items() if v != ""})
+            except (ValueError, TypeError) as err:
+                problem = problem or f"{path.name}: line {number} is not a row of numbers ({err})"
+    except csv.Error as err:
+        problem = problem or f"{path.name}: not valid CSV ({err})"
+    return rows, problem
 
 
 class MetricsLog:

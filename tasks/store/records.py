@@ -11,7 +11,10 @@ JSON (non-finite floats are stored as ``null``, never as bare ``NaN``).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,9 @@ from tasks.store.names import (
     BEST_RECORD,
     CONFUSION_FILE,
     EVAL_METRICS_FILE,
+    META_FILE,
     MODEL_DIR,
+    PARAMS_FILE,
     RUN_FILE,
 )
 
@@ -34,17 +39,58 @@ __all__ = [
     "BestRecord",
     "EvalRecord",
     "ExportRecord",
+    "MetaRecord",
+    "ParamsRecord",
     "RunRecord",
     "Stored",
     "json_text",
     "read_confusion",
     "read_json_object",
+    "read_stored_bytes",
     "write_json",
 ]
 
 R = TypeVar("R", bound="Stored")
 # The damage reason of a file that is simply absent (an unfinished step).
 MISSING = "missing"
+# How a reader words a file this process may not read: a permission problem, not damage.
+PERMISSION_DENIED = "permission denied"
+# Stored records are small; anything far larger is not one Forge wrote.
+MAX_RECORD_BYTES = 64_000_000
+
+
+def read_stored_bytes(path: Path, limit: int = MAX_RECORD_BYTES) -> tuple[bytes, str | None]:
+    """The bytes of the stored file ``path`` and None, or ``(b"", why)``.
+
+    Only a regular file is read: Forge never stores a symbolic link, so one where a record
+    belongs (pointing anywhere on the machine) is damage, and so is a FIFO or device that
+    would block or never end. ``why`` is ``"missing"`` for an absent file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return b"", MISSING
+    except OSError as err:
+        if err.errno == errno.ELOOP or path.is_symlink():
+            return b"", f"{path.name}: is a symbolic link, not a file Forge wrote"
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return b"", f"{path.name}: cannot be read ({PERMISSION_DENIED})"
+        return b"", f"{path.name}: cannot be read ({err.strerror or err})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return b"", f"{path.name}: is not a regular file"
+        if info.st_size > limit:
+            return b"", f"{path.name}: is {info.st_size} bytes, far larger than Forge writes"
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), None
+    except OSError as err:
+        return b"", f"{path.name}: cannot be read ({err.strerror or err})"
+    finally:
+        os.close(fd)
 
 
 def json_text(value: Any, *, indent: int | None = 2) -> str:
@@ -62,12 +108,9 @@ def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
 
     ``why`` is ``"missing"`` for an absent file, else a one-line reason naming the file.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}, MISSING
-    except OSError as err:
-        return {}, f"{path.name}: cannot be read ({err.strerror or err})"
+    raw, why = read_stored_bytes(path)
+    if why is not None:
+        return {}, why
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -355,3 +398,96 @@ def read_confusion(eval_dir: Path) -> list[list[int]] | None:
         for r in matrix
     )
     return matrix if ok else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class MetaRecord(Stored):
+    """A data step's ``meta.json``: the arrays' per-row shapes and dtypes, the task, the
+    class count and the rows of each split (what a model is built for)."""
+
+    arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    num_classes: int | None = None
+    task: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def read(cls, data_dir: Path) -> MetaRecord:
+        """The record of the data step folder ``data_dir``; never raises."""
+        path = Path(data_dir) / META_FILE
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        problems: list[str] = []
+        arrays: dict[str, dict[str, Any]] = {}
+        arrays_raw = raw.get("arrays")
+        if not isinstance(arrays_raw, dict) or not arrays_raw:
+            problems.append(f"'arrays' is a {type(arrays_raw).__name__}, not a mapping")
+            arrays_raw = {}
+        for name, spec in arrays_raw.items():
+            shape = spec.get("shape") if isinstance(spec, dict) else None
+            dtype = spec.get("dtype") if isinstance(spec, dict) else None
+            if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+                problems.append(f"'arrays.{name}.shape' is not a list of integers")
+            elif not isinstance(dtype, str):
+                problems.append(f"'arrays.{name}.dtype' is not a string")
+            else:
+                arrays[str(name)] = {"shape": list(shape), "dtype": dtype}
+        rows_raw = raw.get("rows")
+        if not isinstance(rows_raw, dict) or not all(_is_int(v) for v in rows_raw.values()):
+            problems.append("'rows' is not a mapping of split to row count")
+            rows_raw = {}
+        num_classes = raw.get("num_classes")
+        if num_classes is not None and not _is_int(num_classes):
+            problems.append(f"'num_classes' is a {type(num_classes).__name__}")
+            num_classes = None
+        task = raw.get("task")
+        if not isinstance(task, str):
+            problems.append(f"'task' is a {type(task).__name__}, not a string")
+            task = None
+        return cls(
+            arrays=arrays,
+            num_classes=num_classes,
+            task=task,
+            rows=dict(rows_raw),
+            raw=raw,
+            path=path,
+            damage=cls._damage(META_FILE, problems),
+        )
+
+
+@dataclass(frozen=True)
+class ParamsRecord(Stored):
+    """An experiment's ``params.json``: the Luigi parameters (config files as given, the
+    overrides) it was made with, so ``forge status`` can resolve them again."""
+
+    configs: dict[str, str | None] = field(default_factory=dict)
+    overrides: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def read(cls, directory: Path) -> ParamsRecord:
+        """The parameters of the experiment ``directory``; never raises."""
+        path = Path(directory) / PARAMS_FILE
+        raw, damage = read_json_object(path)
+        if damage is not None:
+            return cls(path=path, damage=damage)
+        problems: list[str] = []
+        configs: dict[str, str | None] = {}
+        for key in raw:
+            if key.endswith("_config"):
+                configs[key] = _typed(raw, key, (str,), problems)
+        overrides = _typed(raw, "overrides", (str,), problems) or ""
+        _typed(raw, "task", (str,), problems)
+        _typed(raw, "results_dir", (str,), problems)
+        return cls(
+            configs=configs,
+            overrides=overrides,
+            raw=raw,
+            path=path,
+            damage=cls._damage(PARAMS_FILE, problems),
+        )

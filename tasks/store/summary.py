@@ -8,9 +8,12 @@ half-written experiment simply comes out as ``incomplete``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +21,35 @@ from tasks.config.yamlio import load_yaml_file
 from tasks.errors import ConfigError
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.lock import lock_held
-from tasks.store.metrics_log import read_metrics
+from tasks.store.metrics_log import read_metrics_checked
 from tasks.store.names import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     DIGEST_FILE,
+    EVAL_CONFIG_FILE,
     EVAL_DIR,
+    META_FILE,
     METRICS_FILE,
+    MODEL_DIR,
     RUN_FILE,
     SUCCESS,
 )
-from tasks.store.records import MISSING, AnnotationRecord, BestRecord, EvalRecord, RunRecord
+from tasks.store.records import (
+    MISSING,
+    AnnotationRecord,
+    BestRecord,
+    EvalRecord,
+    MetaRecord,
+    ParamsRecord,
+    RunRecord,
+    read_stored_bytes,
+)
 
 __all__ = [
     "DELTA_KEYS",
     "STATUSES",
     "Record",
+    "experiment_damage",
     "experiment_id",
     "flatten",
     "read_config",
@@ -54,6 +71,8 @@ PRUNED = "pruned"
 RACY_NS = 1_000_000_000
 # Set on records restored from the index: the config keys where they differ from its base.
 DELTA_KEYS = "_delta_keys"
+# What a step folder's ``.digest`` holds: a full SHA-256 in hex.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def step_name(directory_name: str) -> str:
@@ -89,6 +108,8 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def read_stored_config(path: Path) -> tuple[dict[str, Any], str | None]:
     """A stored config (through the capped safe loader) and None, or ``({}, why)``."""
+    if path.is_symlink():
+        return {}, f"{path.name}: is a symbolic link, not a file Forge wrote"
     if not path.is_file():
         return {}, MISSING
     try:
@@ -99,12 +120,13 @@ def read_stored_config(path: Path) -> tuple[dict[str, Any], str | None]:
 
 def stored_text(path: Path) -> str:
     """A stored text file for display: its text, or a note saying why it cannot be shown."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    raw, why = read_stored_bytes(path)
+    if why == MISSING:
         return f"(no {path.name}: the run stopped before writing it)\n"
-    except (OSError, UnicodeDecodeError) as err:
-        return f"(damaged {path.name}: {err})\n"
+    try:
+        return raw.decode("utf-8") if why is None else f"(damaged {why})\n"
+    except UnicodeDecodeError:
+        return f"(damaged {path.name}: not UTF-8 text)\n"
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -113,10 +135,140 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _read_digest(directory: Path) -> str | None:
+    """The full digest a step folder claims, or None when it is missing or malformed."""
+    raw, why = read_stored_bytes(directory / DIGEST_FILE, limit=1024)
+    text = raw.decode("ascii", errors="replace").strip()
+    return text if why is None and _DIGEST.fullmatch(text) else None
+
+
+def _digest_damage(directory: Path, claimed: str | None) -> str | None:
+    """Why a step folder's ``.digest`` is unusable (missing, truncated, another folder's)."""
+    raw, why = read_stored_bytes(directory / DIGEST_FILE, limit=1024)
+    where = f"{directory.name}/{DIGEST_FILE}"
+    if why is not None:
+        return f"{where} is missing" if why == MISSING else f"{directory.name}/{why}"
+    text = raw.decode("ascii", errors="replace").strip()
+    if not _DIGEST.fullmatch(text):
+        return f"{where}: not a full digest (truncated or overwritten)"
+    prefix = directory.name.rsplit("-", 1)[-1]
+    if not text.startswith(prefix) or (claimed is not None and claimed != text):
+        return f"{where}: does not match the folder it is in"
+    return None
+
+
+def _text_damage(path: Path) -> str | None:
+    """Why a stored text file cannot be shown: missing, not a plain file, not UTF-8."""
+    raw, why = read_stored_bytes(path)
+    if why is not None:
+        return f"{path.name} is missing" if why == MISSING else why
     try:
-        return (directory / DIGEST_FILE).read_text().strip() or None
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{path.name}: not UTF-8 text"
+    return None
+
+
+# Damage of files shared by many experiments (a data step's meta.json, the .digest of a
+# data or model step) by (file, mtime, size, inode, what it is checked against):
+# `forge ls --rebuild` over thousands of experiments reads each of them once.
+_shared_cache: dict[tuple[Any, ...], str | None] = {}
+
+
+def _shared_damage(
+    folder: Path, name: str, check: Callable[[Path], str | None], against: Any = None
+) -> str | None:
+    """``check(folder)``, remembered while ``folder / name`` stays the same file."""
+    try:
+        info = os.lstat(folder / name)
     except OSError:
-        return None
+        return check(folder)
+    key = (str(folder), name, info.st_mtime_ns, info.st_size, info.st_ino, against)
+    if key not in _shared_cache:
+        if len(_shared_cache) > 50_000:
+            _shared_cache.clear()
+        _shared_cache[key] = check(folder)
+    return _shared_cache[key]
+
+
+def _meta_damage(data_dir: Path) -> str | None:
+    record = MetaRecord.read(data_dir)
+    return None if record.missing else record.damage
+
+
+def _symlinks(directory: Path) -> list[str]:
+    """Entries of a step folder (and of its own sub-folders) that are symbolic links:
+    Forge never stores one, so each is damage (it could point anywhere on the machine)."""
+    found: list[str] = []
+    for folder in (directory, directory / MODEL_DIR, directory / CHECKPOINT_DIR):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        found += [
+            f"{Path(entry.path).relative_to(directory)} is a symbolic link, not a file Forge wrote"
+            for entry in entries
+            if entry.is_symlink()
+        ]
+    return found
+
+
+def _own_damage(
+    directory: Path,
+    run: RunRecord,
+    config: dict[str, Any],
+    config_damage: str | None,
+    metrics_damage: str | None,
+    best: BestRecord | None = None,
+) -> list[str]:
+    """What is wrong with the files a finished experiment and its model rely on: its
+    records, its config, its ``metrics.csv``, the ``.digest`` of each step it is made of,
+    the data step's ``meta.json``, and any symbolic link in place of a stored file."""
+    damage: list[str] = []
+    for name, why in ((RUN_FILE, run.damage), (CONFIG_FILE, config_damage)):
+        if why == MISSING:
+            damage.append(f"{name} is missing")
+        elif why is not None:
+            damage.append(why)
+    if config_damage is None:
+        for section in TRAIN_SECTIONS:
+            if not isinstance(config.get(section), dict):
+                kind = type(config.get(section)).__name__
+                damage.append(f"{CONFIG_FILE}: '{section}' is a {kind}, not a mapping")
+        model = config.get("model")
+        if isinstance(model, dict) and not isinstance(model.get("framework"), str):
+            damage.append(f"{CONFIG_FILE}: 'model.framework' is not a string")
+    if metrics_damage is not None:
+        damage.append(metrics_damage)
+    for record in (ParamsRecord.read(directory), best or BestRecord.read(directory)):
+        if record.damage is not None and not record.missing:
+            damage.append(record.damage)
+    meta = _shared_damage(directory.parent.parent, META_FILE, _meta_damage)
+    if meta is not None:
+        damage.append(meta)
+    folders = {"data": directory.parent.parent, "model": directory.parent, "train": directory}
+    for section, folder in folders.items():
+        claimed = run.digests.get(section)
+        why = _shared_damage(
+            folder, DIGEST_FILE, functools.partial(_digest_damage, claimed=claimed), claimed
+        )
+        if why is not None:
+            damage.append(why)
+    damage += _symlinks(directory)
+    return damage
+
+
+def experiment_damage(directory: Path) -> str | None:
+    """Why the finished experiment ``directory`` cannot be trusted, in one line, or None.
+
+    The same check ``forge ls`` shows as the ``damaged`` status (evaluations aside: each is
+    its own step); :class:`~tasks.experiment.Experiment` refuses to load a model from an
+    experiment for which this is not None.
+    """
+    directory = Path(directory)
+    config, config_damage = read_stored_config(directory / CONFIG_FILE)
+    metrics_damage = read_metrics_checked(directory / METRICS_FILE)[1]
+    run = RunRecord.read(directory)
+    return "; ".join(_own_damage(directory, run, config, config_damage, metrics_damage)) or None
 
 
 def experiment_id(root: Path, rel: str, run: RunRecord) -> str:
@@ -145,8 +297,12 @@ def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
         path = Path(entry.path)
         done = (path / SUCCESS).is_file()
         record = EvalRecord.read(path) if done else EvalRecord()
-        if done and record.damage:
-            damage.append(f"{EVAL_DIR}/{entry.name}/{record.damage}")
+        if done:
+            why = record.damage
+            if why is None:  # only whether it is there and text: `forge ls` never parses it
+                why = _text_damage(path / EVAL_CONFIG_FILE)
+            if why is not None:
+                damage.append(f"{EVAL_DIR}/{entry.name}/{why}")
         evals.append(
             {
                 "name": entry.name,
@@ -159,11 +315,13 @@ def _evaluations(directory: Path, damage: list[str]) -> list[dict[str, Any]]:
     return evals
 
 
-def _best(directory: Path, rows: list[dict[str, float]], train: dict[str, Any]) -> dict[str, Any]:
-    stored = BestRecord.read(directory)
+def _best(
+    stored: BestRecord, rows: list[dict[str, float]], train: dict[str, Any]
+) -> dict[str, Any]:
     if stored.ok and stored.value is not None:
         return {"metric": stored.monitor, "value": stored.value, "epoch": stored.epoch}
-    monitor = train.get("monitor", "val_loss")
+    monitor = train.get("monitor")
+    monitor = monitor if isinstance(monitor, str) else "val_loss"  # a damaged config too
     mode = train.get("mode", "min")
     scored = [r for r in rows if monitor in r]
     if not scored:
@@ -219,16 +377,12 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
     damage: list[str] = []
     run = RunRecord.read(directory)
     config, config_damage = read_stored_config(directory / CONFIG_FILE)
-    done = (directory / SUCCESS).is_file()
-    for name, why in ((RUN_FILE, run.damage), (CONFIG_FILE, config_damage)):
-        if why == MISSING:  # only damage once the experiment claims to be complete
-            if done:
-                damage.append(f"{name} is missing")
-        elif why is not None:
-            damage.append(why)
+    rows, metrics_damage = read_metrics_checked(directory / METRICS_FILE)
+    best = BestRecord.read(directory)
+    if (directory / SUCCESS).is_file():  # only damage once the experiment claims to be complete
+        damage += _own_damage(directory, run, config, config_damage, metrics_damage, best)
     train: dict[str, Any] = config["train"] if isinstance(config.get("train"), dict) else {}
     model: dict[str, Any] = config["model"] if isinstance(config.get("model"), dict) else {}
-    rows = read_metrics(directory / METRICS_FILE)
     evals = _evaluations(directory, damage)
     status = _status(directory, run, damage)
     # After the status: a torn annotations.json is worth showing, not worth calling the
@@ -256,7 +410,7 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "note": notes.note,
         "epochs": max((int(r.get("epoch", 0)) for r in rows), default=0),
         "epochs_total": train.get("epochs"),
-        "best": _best(directory, rows, train),
+        "best": _best(best, rows, train),
         "metrics": metrics,
         "evals": evals,
         "eval_names": eval_names,
@@ -271,7 +425,7 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
             "error": run.error,
         },
         "code": run.code,
-        "damage": "; ".join(damage) or None,
+        "damage": "; ".join(" ".join(why.split()) for why in damage) or None,
         "sig": sig,
         "volatile": status not in ("done", PRUNED)
         or (not settled and max(sig) >= started - RACY_NS),

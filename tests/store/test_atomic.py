@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import StorageError
-from tasks.store.atomic import atomic_dir, atomic_path, atomic_write_text, clean_leftovers
+from tasks.errors import CorruptArtifactError, StorageError
+from tasks.store.atomic import (
+    atomic_dir,
+    atomic_path,
+    atomic_write_text,
+    clean_leftovers,
+    storage_error,
+)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -55,3 +61,54 @@ def test_leftovers_of_dead_writers_only_are_cleaned(tmp_path: Path) -> None:
     removed = clean_leftovers(tmp_path)
     assert removed == [theirs]
     assert ours.exists() and user.exists() and nested_step.exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        pytest.param(OSError(28, "No space left on device"), "No space left", id="oserror"),
+        pytest.param(
+            RuntimeError("Can't close file (file write failed: time = x\n, errno = 28, ...)"),
+            "No space left",
+            id="hdf5-multiline",
+        ),
+        pytest.param(Exception("I/O error: File too large (os error 27)"), "too large", id="rust"),
+        pytest.param(
+            RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+            "file write failed",
+            id="pytorch",
+        ),
+    ],
+)
+def test_storage_failures_wrapped_by_libraries_are_one_storage_error_line(
+    error: BaseException, reason: str
+) -> None:
+    converted = storage_error(error, "x.h5")
+    assert isinstance(converted, StorageError)
+    assert reason in str(converted) and "\n" not in str(converted), converted
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("shapes do not match"), CorruptArtifactError("No space left on device")],
+    ids=["other", "forge-error"],
+)
+def test_other_errors_are_not_storage_errors(error: BaseException) -> None:
+    assert storage_error(error, "x.h5") is None
+
+
+def test_finished_files_honour_the_umask_whatever_mode_the_writer_chose(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        with atomic_path(tmp_path / "w.bin") as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors does
+            os.close(fd)
+        with atomic_dir(tmp_path / "d") as folder:
+            os.mkdir(folder / "sub", 0o700)
+            (folder / "sub" / "f").write_text("x")
+            os.chmod(folder / "sub" / "f", 0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "d" / "sub").stat().st_mode & 0o777 == 0o775
+    assert (tmp_path / "d" / "sub" / "f").stat().st_mode & 0o777 == 0o664

@@ -1,0 +1,162 @@
+"""A full disk anywhere is one StorageError line and a non-zero exit, never a crash.
+
+Each case runs the real ``luigi`` command on a real, small ``tmpfs`` mounted for the test,
+filled up (a filler file) so that space runs out at one stage: while PrepareData writes
+``data.h5``, while Train writes checkpoints, while Train writes its code-free export (the
+filler grows once the final weights are written, leaving room for ``run.json`` but not the
+export), and while Evaluate writes ``predictions.h5``. HDF5 used to crash the process
+(SIGSEGV) there, and a failed export used to leave Train ``done``. The command must exit
+with Luigi's failure code, print exactly one ``StorageError`` line, leave no temporary
+behind, and no step folder may look complete (``_SUCCESS``) without its files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.crashkit import (
+    cli_env,
+    luigi_argv,
+    start_luigi,
+    temp_entries,
+    tensorflow_available,
+    train_args,
+    wait_until,
+)
+from tests.support import REPO
+
+FRAMEWORKS = [
+    pytest.param("torch", id="torch"),
+    pytest.param(
+        "tensorflow",
+        id="tensorflow",
+        marks=[
+            pytest.mark.tensorflow,
+            pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow backend missing"),
+        ],
+    ),
+]
+SIZE = "16m"
+OVERRIDES = "train.epochs=2"
+# What a complete step folder must hold, by the file names it is made of.
+REQUIRED = {
+    "data": ["data.h5", "meta.json"],
+    "model": ["initial.*"],
+    "train": ["config.yaml", "run.json", "model/best.*", "model/last.*"],
+    "eval": ["metrics.json", "predictions.h5"],
+}
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """A fresh tmpfs of :data:`SIZE`, unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(mount: Path, leave: int) -> None:
+    """Fill the file system with a filler file until only ``leave`` bytes are free."""
+    stat = os.statvfs(mount)
+    missing = stat.f_bavail * stat.f_frsize - leave
+    with (mount / "filler").open("ab") as fh:
+        while missing > 0:
+            chunk = min(missing, 1 << 20)
+            fh.write(b"\0" * chunk)
+            missing -= chunk
+
+
+def luigi(task: str, framework: str, results: Path) -> tuple[int, str]:
+    args = train_args(framework, OVERRIDES)
+    if task == "PrepareData":
+        args = args[:2]  # --data-config only
+    proc = subprocess.run(
+        luigi_argv(task, args, results),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def check_failed_cleanly(code: int, out: str, results: Path, names: str) -> None:
+    assert 10 <= code < 40, f"exit {code} is not Luigi's failure code:\n{out}"
+    errors = [line for line in out.splitlines() if "StorageError:" in line]
+    assert len(errors) == 1, out
+    assert names in errors[0] and ("No space left" in errors[0]), errors[0]
+    assert "Traceback" not in out and "Fatal Python error" not in out, out
+    assert temp_entries(results) == [], "a failed write must remove its temporary"
+    for marker in results.rglob("_SUCCESS"):
+        folder = marker.parent
+        level = (
+            "eval"
+            if folder.parent.name == "eval"
+            else ["data", "model", "train"][len(folder.relative_to(results).parts) - 1]
+        )
+        for pattern in REQUIRED[level]:
+            assert list(folder.glob(pattern)), f"{folder} looks complete without {pattern}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_full_while_writing_data(framework: str, disk: Path) -> None:
+    results = disk / "results"
+    fill(disk, leave=24 * 1024)  # room for the small files, not for data.h5
+    code, out = luigi("PrepareData", framework, results)
+    check_failed_cleanly(code, out, results, "data.h5")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_full_while_writing_checkpoints(framework: str, disk: Path) -> None:
+    results = disk / "results"
+    code, out = luigi("BuildModel", framework, results)
+    assert code == 0, out
+    fill(disk, leave=64 * 1024)
+    code, out = luigi("Train", framework, results)
+    check_failed_cleanly(code, out, results, "checkpoints")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_full_while_writing_the_export(framework: str, disk: Path, tmp_path: Path) -> None:
+    results = disk / "results"
+    code, out = luigi("BuildModel", framework, results)
+    assert code == 0, out
+    running = start_luigi("Train", train_args(framework, OVERRIDES), results, tmp_path / "t.log")
+    # The final weights are the last file before the export: fill the disk right then,
+    # leaving room for run.json and _SUCCESS but not for the export.
+    final = lambda: any(results.glob("*/*/*/model/last.*"))  # noqa: E731
+    assert wait_until(final, running.proc), running.output()
+    fill(disk, leave=16 * 1024)
+    code = running.wait()
+    out = running.log_path.read_text(errors="replace")
+    check_failed_cleanly(code, out, results, "model/model.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_full_while_writing_predictions(framework: str, disk: Path) -> None:
+    results = disk / "results"
+    code, out = luigi("Train", framework, results)
+    assert code == 0, out
+    fill(disk, leave=12 * 1024)
+    code, out = luigi("Evaluate", framework, results)
+    check_failed_cleanly(code, out, results, "eval")

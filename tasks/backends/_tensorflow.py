@@ -1,10 +1,9 @@
-"""The TensorFlow / Keras 3 backend: ``model.fit`` fed from data.h5, HDF5 checkpoints, SavedModel.
+"""The TensorFlow / Keras 3 backend: compiled steps, HDF5 checkpoints, SavedModel.
 
-Training runs through Keras' own ``fit`` (with ``initial_epoch`` for resume and a callback
-for Forge's per-epoch bookkeeping), or, when the model config names an objective, through
-compiled train/test steps that run the objective in Keras' training mode. Batches stream
-from ``data.h5`` through :class:`~tasks.data.h5store.BatchStream` (for ``fit`` wrapped in a
-``tf.data`` generator dataset), so a dataset larger than memory trains too. Weights are
+Training runs through Forge's shared loop (``tasks/loop``) with ``tf.function`` train and
+eval steps that compute the train config's loss, or a registered objective, in Keras'
+training mode. Batches stream from ``data.h5`` through
+:class:`~tasks.data.h5store.BatchStream`, so a dataset larger than memory trains too. Weights are
 ``.weights.h5`` files and checkpoints are plain HDF5 arrays: nothing is ever unpickled and
 legacy whole-model ``.h5`` files are never loaded.
 """
@@ -26,7 +25,6 @@ import tensorflow as tf
 
 from tasks.backends.base import (
     Backend,
-    EpochCallback,
     ScalarWriter,
     TrainSession,
     TrainSettings,
@@ -35,7 +33,7 @@ from tasks.backends.base import (
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import DataMeta
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
@@ -50,8 +48,6 @@ __all__ = ["TensorFlowBackend"]
 
 CHECKPOINT_FORMAT = "forge-keras-checkpoint"
 _KERAS_WEIGHTS = ".weights.h5"
-# What fit reports, named as the torch backend names them (Keras may add others).
-_LOG_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _tf_device(device: str) -> str:
@@ -248,133 +244,82 @@ def _reseed_layers(model: Any, seed: int) -> None:
         var.assign(np.asarray([seed * 1000 + i, 0], dtype=var.dtype))
 
 
-class _EpochHook(keras.callbacks.Callback):
-    """Tells the data generator which epoch starts and hands Forge each finished epoch."""
-
-    def __init__(self, session: _TFSession, on_epoch_end: EpochCallback) -> None:
-        super().__init__()
-        self.session = session
-        self.forward = on_epoch_end
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.session.epoch = epoch + 1
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        self.forward(epoch + 1, {k: float(logs[k]) for k in _LOG_KEYS if k in logs})
-
-
 class _TFSession(TrainSession):
+    """Compiled (``tf.function``) train and eval steps for the shared loop.
+
+    Without an objective the steps compute the train config's loss on ``y`` (plus the
+    model's own regularisation losses, as ``model.fit`` does) and, for cross-entropy, the
+    accuracy; with one, the objective runs inside :class:`_ObjectiveStep`, so every layer
+    it calls, e.g. dropout, sees Keras' training mode as it would inside ``model.fit``.
+    """
+
     def __init__(self, model: Any, settings: TrainSettings) -> None:
         keras.utils.set_random_seed(settings.seed)
         _reseed_layers(model, settings.seed)  # a resumed run restores them from its checkpoint
         self.model = model
         self.settings = settings
         self.device = _tf_device(settings.device)
-        self.epoch = 0  # 1-based epoch the training generator is producing
         self.optimizer = make_optimizer(settings.optimizer)
         with tf.device(self.device):
-            # Built now so that a checkpoint can restore its slots before fit starts.
+            # Built now so that a checkpoint can restore its slots before training starts.
             self.optimizer.build(model.trainable_variables)
-        if settings.objective is None:
-            metrics = (
-                [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                if settings.loss == "cross_entropy"
-                else []
-            )
-            model.compile(
-                optimizer=self.optimizer,
-                loss=_keras_loss(settings.loss),
-                metrics=metrics,
-                jit_compile=False,
-            )
-
-    def _dataset(self, stream: BatchStream) -> tf.data.Dataset:
-        """``(inputs, y)`` batches; ``inputs`` is one tensor, or a tuple for several inputs."""
-        specs = _specs(self.settings.meta)
-        inputs = self.settings.inputs
-        single = len(inputs) == 1
-        signature = (specs[inputs[0]] if single else tuple(specs[n] for n in inputs), specs["y"])
-
-        def generate() -> Iterator[tuple[Any, np.ndarray]]:
-            # Called when Keras starts iterating an epoch (after on_epoch_begin), so the
-            # batch order is BatchStream's for that epoch: the same as torch's, and the
-            # same again after a resume.
-            for batch in stream.epoch(self.epoch):
-                x = batch[inputs[0]] if single else tuple(batch[n] for n in inputs)
-                yield x, batch["y"]
-
-        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        # A known length lets Keras count steps (and not warn that the input "ran out").
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(stream))).prefetch(1)
-
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        if start_epoch >= self.settings.epochs:
-            return
-        if self.settings.objective is not None:
-            self._fit_objective(train, val, start_epoch, on_epoch_end)
-            return
-        if "y" not in self.settings.meta.arrays:
+        if settings.objective is None and "y" not in settings.meta.arrays:
             raise ConfigError(
-                f"the data has no 'y' array (only {sorted(self.settings.meta.arrays)}), so loss "
-                f"{self.settings.loss!r} has no targets; register an objective and set "
+                f"the data has no 'y' array (only {sorted(settings.meta.arrays)}), so loss "
+                f"{settings.loss!r} has no targets; register an objective and set "
                 "model.objective"
             )
-        self.epoch = start_epoch + 1
-        train_data = self._dataset(train)
-        val_data = self._dataset(val) if val is not None and val.rows else None
-        with tf.device(self.device):
-            self.model.fit(
-                train_data,
-                validation_data=val_data,
-                initial_epoch=start_epoch,
-                epochs=self.settings.epochs,
-                callbacks=[_EpochHook(self, on_epoch_end)],
-                shuffle=False,
-                verbose=0,
-            )
-
-    def _fit_objective(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        """A registered objective computes the loss: compiled train/test steps of its own.
-
-        The objective runs inside :class:`_ObjectiveStep`, called with ``training=True`` (or
-        False), so every layer the objective calls, e.g. dropout, sees that mode as it
-        would inside ``model.fit``.
-        """
-        assert self.settings.objective is not None
-        step = _ObjectiveStep(self.model, self.settings.objective)
-        variables = self.model.trainable_variables
-        signature = [_specs(self.settings.meta)]
-
-        @tf.function(input_signature=signature)
-        def train_step(batch: dict[str, Any]) -> dict[str, Any]:
-            with tf.GradientTape() as tape:
-                result = step(batch, training=True)
-            grads = tape.gradient(result["loss"], variables)
-            self.optimizer.apply(grads, variables)
-            return result
-
-        test_step = tf.function(
-            lambda batch: step(batch, training=False), input_signature=signature
+        self._objective = (
+            _ObjectiveStep(model, settings.objective) if settings.objective is not None else None
         )
-        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
-            logs = _mean_over(train.epoch(epoch), train_step, self.device)
-            if val is not None and val.rows:
-                val_logs = _mean_over(val.epoch(epoch), test_step, self.device)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            on_epoch_end(epoch, logs)
+        signature = [_specs(settings.meta)]
+        self._train = tf.function(self._train_fn, input_signature=signature)
+        self._eval = tf.function(
+            lambda batch: self._scalars(batch, training=False), input_signature=signature
+        )
+
+    def _scalars(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        """The loss to minimise (``loss``) and the batch's other named scalars."""
+        if self._objective is not None:
+            return dict(self._objective(batch, training=training))
+        args = [batch[name] for name in self.settings.inputs]
+        outputs = primary_output(self.model(_model_input(args), training=training))
+        y = batch["y"]
+        if self.settings.loss == "cross_entropy":
+            loss = _keras_loss("cross_entropy")(y, outputs)
+        else:
+            outputs = tf.reshape(tf.cast(outputs, tf.float32), tf.shape(y))
+            loss = _keras_loss("mse")(tf.cast(y, tf.float32), outputs)
+        result = {"loss": loss}
+        if training and self.model.losses:
+            result["loss"] = loss + tf.add_n(self.model.losses)
+        if self.settings.loss == "cross_entropy":
+            hits = tf.equal(tf.argmax(outputs, axis=-1), tf.cast(y, tf.int64))
+            result["accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
+        return result
+
+    def _train_fn(self, batch: dict[str, Any]) -> dict[str, Any]:
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            result = self._scalars(batch, training=True)
+        grads = tape.gradient(result["loss"], variables)
+        self.optimizer.apply(grads, variables)
+        return result
+
+    def mode(self, train: bool) -> contextlib.AbstractContextManager[None]:
+        return tf.device(self.device)  # type: ignore[no-any-return]
+
+    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return self._train(dict(batch))  # type: ignore[no-any-return]
+
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return self._eval(dict(batch))  # type: ignore[no-any-return]
+
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(tf.stack(list(values)).numpy(), dtype=np.float64)
+
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py

@@ -1,12 +1,13 @@
-"""The PyTorch backend: training loop, checkpoints, safetensors weights, torch.export."""
+"""The PyTorch backend: train/eval steps, checkpoints, safetensors weights, torch.export."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import sys
 import types
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -18,7 +19,6 @@ from torch import nn
 from tasks.backends._pt2_guard import check_archive, check_program
 from tasks.backends.base import (
     Backend,
-    EpochCallback,
     ScalarWriter,
     TrainSession,
     TrainSettings,
@@ -27,7 +27,7 @@ from tasks.backends.base import (
     input_shapes,
 )
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.provenance import package_versions
@@ -153,41 +153,27 @@ class _TorchSession(TrainSession):
             named["accuracy"] = (pred == batch["y"]).float().mean()
         return loss, named
 
-    def _run_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
+    @contextlib.contextmanager
+    def mode(self, train: bool) -> Iterator[None]:
         self.model.train(train)
-        values: dict[str, list[torch.Tensor]] = {}
-        sizes: list[int] = []
         with torch.set_grad_enabled(train):
-            for raw in stream.epoch(epoch):
-                batch = _to_tensors(raw, self.settings.device)
-                loss, named = self._step_metrics(batch)
-                if train:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
-                for key, value in named.items():
-                    values.setdefault(key, []).append(value)
-                sizes.append(len(next(iter(raw.values()))))
-        # Row-weighted means, computed once per epoch rather than synced batch by batch.
-        weights = torch.tensor(sizes, dtype=torch.float64)
-        total = max(float(weights.sum()), 1.0)
-        return {
-            k: float((torch.stack(v).double().cpu() * weights).sum()) / total
-            for k, v in values.items()
-        }
+            yield
 
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
-            logs = self._run_epoch(train, epoch, train=True)
-            if val is not None and val.rows:
-                logs.update({f"val_{k}": v for k, v in self._run_epoch(val, epoch, False).items()})
-            on_epoch_end(epoch, logs)
+    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        loss, named = self._step_metrics(_to_tensors(batch, self.settings.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return named
+
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return self._step_metrics(_to_tensors(batch, self.settings.device))[1]
+
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         state = {

@@ -1,21 +1,23 @@
 """The interface every framework backend implements.
 
 Tasks talk to frameworks only through :class:`Backend` and :class:`TrainSession`; the
-framework-agnostic parts (epochs bookkeeping, metrics.csv, checkpoint rotation, best
-selection, resume) live in the tasks. A backend module imports its framework at import
-time, and is itself imported only when a model config names that framework.
+framework-agnostic parts (the epoch and batch loop, metrics.csv, checkpoint rotation, best
+selection, early stopping, resume) live in ``tasks/loop`` and the tasks. A backend module
+imports its framework at import time, and is itself imported only when a model config names
+that framework.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError
 from tasks.registry import Entry
 
@@ -114,17 +116,35 @@ class ScalarWriter(ABC):
 
 
 class TrainSession(ABC):
-    """One model being trained: its optimizer, RNG state and epoch loop."""
+    """One model being trained: what the shared epoch loop (``tasks/loop``) needs of it.
+
+    The loop owns epochs, batches, logging, checkpoint rotation and stopping; a session
+    supplies the framework's compiled train and eval steps, its optimizer and learning
+    rate, and the saving and restoring of its own state (model, optimizer, RNG).
+    """
+
+    model: Any
+    settings: TrainSettings
+
+    def mode(self, train: bool) -> AbstractContextManager[None]:
+        """A context the loop runs a train (``True``) or eval pass in (device, grad mode)."""
+        return nullcontext()
 
     @abstractmethod
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        """Train epochs ``start_epoch + 1`` … ``settings.epochs``, calling back after each."""
+    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        """One optimisation step on ``batch``; returns its named scalars (not yet synced)."""
+
+    @abstractmethod
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        """The named scalars of ``batch`` in inference mode (no gradients)."""
+
+    @abstractmethod
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        """Per-batch scalars returned by the steps as one float64 array (one host sync)."""
+
+    @abstractmethod
+    def learning_rate(self) -> float:
+        """The optimizer's current learning rate."""
 
     @abstractmethod
     def save_checkpoint(self, path: Path, epoch: int) -> None:

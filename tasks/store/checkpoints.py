@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class CheckpointInfo:
     path: Path
     best_epoch: int | None
     best_value: float | None
+    # The training loop's state at this epoch (early stopping, why training stopped).
+    loop: dict[str, Any] = field(default_factory=dict)
 
 
 def checkpoint_path(directory: Path, epoch: int, suffix: str) -> Path:
@@ -75,9 +77,14 @@ def committed(directory: Path) -> list[CheckpointInfo]:
         path = folder / str(record.get("file", ""))
         if path.parent != folder or not path.exists():
             continue
+        loop = record.get("loop")
         found.append(
             CheckpointInfo(
-                int(match.group(1)), path, record.get("best_epoch"), record.get("best_value")
+                int(match.group(1)),
+                path,
+                record.get("best_epoch"),
+                record.get("best_value"),
+                loop if isinstance(loop, dict) else {},
             )
         )
     return sorted(found, key=lambda info: info.epoch)

@@ -1,0 +1,21 @@
+"""Callbacks of the training loop, one behaviour per module."""
+
+from __future__ import annotations
+
+from tasks.loop.callbacks.best_weights import BestWeights
+from tasks.loop.callbacks.checkpointing import Checkpointing
+from tasks.loop.callbacks.metrics_csv import MetricsCsv
+from tasks.loop.callbacks.progress import Progress, StatusReporter
+from tasks.loop.callbacks.search_stop import SearchStop, StopRule
+from tasks.loop.callbacks.tensorboard import TensorBoard
+
+__all__ = [
+    "BestWeights",
+    "Checkpointing",
+    "MetricsCsv",
+    "Progress",
+    "SearchStop",
+    "StatusReporter",
+    "StopRule",
+    "TensorBoard",
+]

@@ -25,7 +25,17 @@ from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
 from tasks.errors import ConfigError
 from tasks.loop import Callback, Loop
-from tasks.loop.callbacks import BestWeights, Checkpointing, MetricsCsv, Progress, TensorBoard
+from tasks.loop.callbacks import (
+    BestWeights,
+    Checkpointing,
+    EarlyStopping,
+    LRSchedule,
+    MetricsCsv,
+    Progress,
+    SearchStop,
+    TensorBoard,
+)
+from tasks.loop.schedules import Schedule, Warmup
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
 from tasks.settings import forge
@@ -207,6 +217,10 @@ class Train(TrainParams, ForgeTask):
             objective=objective,
             meta=meta,
             inputs=inputs,
+            grad_clip=train_cfg["grad_clip"],
+            accumulate=train_cfg["accumulate"],
+            precision=train_cfg["precision"],
+            deterministic=train_cfg["deterministic"],
         )
         session = backend.session(model, settings)
         resumed = self._resume(directory, session, backend)
@@ -267,12 +281,34 @@ class Train(TrainParams, ForgeTask):
         best = BestWeights(
             directory, backend.weights_suffix, train_cfg["monitor"], train_cfg["mode"], source
         )
-        callbacks: list[Callback] = [
+        callbacks: list[Callback] = []
+        if train_cfg["scheduler"] is not None:
+            steps = -(-len(train_stream) // settings.accumulate)
+            callbacks.append(LRSchedule(self._schedule(steps), settings.accumulate))
+        callbacks += [
             MetricsCsv(directory / METRICS_FILE),
             TensorBoard(backend.scalar_writer(directory / TENSORBOARD_DIR)),
             best,
+        ]
+        stopping = train_cfg["early_stopping"]
+        if stopping is not None:
+            callbacks.append(
+                EarlyStopping(
+                    stopping["monitor"],
+                    stopping["mode"],
+                    stopping["patience"],
+                    stopping["min_delta"],
+                    source,
+                )
+            )
+        callbacks.append(SearchStop(self.should_stop))
+        callbacks += [
             Checkpointing(
-                directory, backend.checkpoint_suffix, train_cfg["checkpoint_every"], best
+                directory,
+                backend.checkpoint_suffix,
+                train_cfg["checkpoint_every"],
+                best,
+                keep=train_cfg["keep_checkpoints"],
             ),
             Progress(self, directory.name),
         ]
@@ -284,11 +320,38 @@ class Train(TrainParams, ForgeTask):
             callbacks,
             start_epoch=resumed.epoch,
             source=source,
+            accumulate=settings.accumulate,
         )
         loop.load_state(resumed.loop)
         best.load_state({"best_epoch": resumed.best_epoch, "best_value": resumed.best_value})
         loop.run()
         return loop
+
+    def should_stop(self, epoch: int, logs: dict[str, float]) -> str | None:
+        """The hook a search overrides to end a trial early (e.g. successive halving).
+
+        Asked after every epoch; a returned reason stops training, recorded in run.json
+        as ``end_reason: stopped``. The default never stops.
+        """
+        return None
+
+    def _schedule(self, steps_per_epoch: int) -> Schedule:
+        """The train config's learning-rate schedule (``warmup_epochs`` wrapped around it)."""
+        train_cfg = self.spec["train"].config
+        cfg = dict(train_cfg["scheduler"])
+        name, warmup = cfg.pop("name"), int(cfg.pop("warmup_epochs", 0))
+        entry = get_entry("scheduler", name, where=f"train config {self.spec['train'].source}")
+        offered = {
+            "base_lr": float(train_cfg["optimizer"]["lr"]),
+            "epochs": int(train_cfg["epochs"]) - warmup,
+            "steps_per_epoch": steps_per_epoch,
+            "monitor": train_cfg["monitor"],
+            "mode": train_cfg["mode"],
+        }
+        schedule: Schedule = entry.func(
+            **{k: v for k, v in offered.items() if k in entry.reserved}, **cfg
+        )
+        return Warmup(schedule, warmup) if warmup else schedule
 
     def _export(
         self,

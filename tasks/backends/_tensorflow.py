@@ -32,6 +32,7 @@ from tasks.backends.base import (
     checked_objective_result,
     input_shapes,
 )
+from tasks.backends.base import make_optimizer as base_make_optimizer
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import DataMeta
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
@@ -44,7 +45,7 @@ if keras.backend.backend() != "tensorflow":
         f"{os.environ.get('KERAS_BACKEND')!r}); Forge's tensorflow framework needs "
         "KERAS_BACKEND=tensorflow (or unset)"
     )
-__all__ = ["TensorFlowBackend"]
+__all__ = ["TensorFlowBackend", "coupled_l2", "make_optimizer"]
 
 CHECKPOINT_FORMAT = "forge-keras-checkpoint"
 _KERAS_WEIGHTS = ".weights.h5"
@@ -64,7 +65,7 @@ def _keras_loss(loss: str) -> keras.losses.Loss:
     return keras.losses.MeanSquaredError()
 
 
-def _coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
+def coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
     """``base`` with torch's ``weight_decay`` semantics: an L2 term added to the gradient.
 
     Keras' own ``weight_decay`` is decoupled (AdamW-style) for every optimizer, while
@@ -94,27 +95,12 @@ def _coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers
 
 
 def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
-    """The Keras optimizer for a resolved ``train.optimizer`` section, with torch's defaults.
+    """The registered Keras optimizer for a resolved ``train.optimizer`` section.
 
-    ``epsilon``/``rho`` follow ``torch.optim`` so both frameworks train alike.
+    Raises:
+        RegistryError: the name is not a registered TensorFlow optimizer.
     """
-    name, lr = cfg["name"], float(cfg["lr"])
-    wd, momentum = float(cfg.get("weight_decay", 0.0)), float(cfg.get("momentum", 0.0))
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=wd, epsilon=1e-8)
-    table: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, Any]]] = {
-        "adam": (keras.optimizers.Adam, {"epsilon": 1e-8}),
-        "sgd": (keras.optimizers.SGD, {"momentum": momentum}),
-        "rmsprop": (keras.optimizers.RMSprop, {"rho": 0.99, "momentum": momentum, "epsilon": 1e-8}),
-    }
-    if name not in table:
-        raise ConfigError(
-            f"train config key 'optimizer.name' is {name!r}; use adam, adamw, sgd or rmsprop"
-        )
-    cls, kwargs = table[name]
-    if wd:
-        return _coupled_l2(cls)(l2=wd, learning_rate=lr, **kwargs)
-    return cls(learning_rate=lr, **kwargs)
+    return base_make_optimizer("tensorflow", cfg)
 
 
 # -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
@@ -244,6 +230,19 @@ def _reseed_layers(model: Any, seed: int) -> None:
         var.assign(np.asarray([seed * 1000 + i, 0], dtype=var.dtype))
 
 
+_POLICIES = {"bf16": "mixed_bfloat16", "16-mixed": "mixed_float16"}
+
+
+def _set_policy(model: Any, policy: str) -> None:
+    """Compute in ``policy``'s low precision, keeping float32 variables.
+
+    The model is already built (its initial weights were loaded), so the policy is set
+    on each layer rather than globally: nothing outside this model changes.
+    """
+    for layer in model._flatten_layers(include_self=True):
+        layer.dtype_policy = policy
+
+
 class _TFSession(TrainSession):
     """Compiled (``tf.function``) train and eval steps for the shared loop.
 
@@ -254,15 +253,28 @@ class _TFSession(TrainSession):
     """
 
     def __init__(self, model: Any, settings: TrainSettings) -> None:
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(settings.seed)
         _reseed_layers(model, settings.seed)  # a resumed run restores them from its checkpoint
+        if settings.precision != "32":
+            _set_policy(model, _POLICIES[settings.precision])
         self.model = model
         self.settings = settings
         self.device = _tf_device(settings.device)
         self.optimizer = make_optimizer(settings.optimizer)
+        if settings.precision == "16-mixed":
+            # float16 gradients underflow without loss scaling; bf16 has float32's range.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         with tf.device(self.device):
             # Built now so that a checkpoint can restore its slots before training starts.
             self.optimizer.build(model.trainable_variables)
+            # Gradient sums of an accumulation group (empty at every epoch's end).
+            self._sums = (
+                [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.trainable_variables]
+                if settings.accumulate > 1
+                else []
+            )
         if settings.objective is None and "y" not in settings.meta.arrays:
             raise ConfigError(
                 f"the data has no 'y' array (only {sorted(settings.meta.arrays)}), so loss "
@@ -274,6 +286,10 @@ class _TFSession(TrainSession):
         )
         signature = [_specs(settings.meta)]
         self._train = tf.function(self._train_fn, input_signature=signature)
+        self._add = tf.function(
+            self._add_fn, input_signature=[*signature, tf.TensorSpec((), tf.float32)]
+        )
+        self._apply = tf.function(self._apply_fn)
         self._eval = tf.function(
             lambda batch: self._scalars(batch, training=False), input_signature=signature
         )
@@ -284,11 +300,12 @@ class _TFSession(TrainSession):
             return dict(self._objective(batch, training=training))
         args = [batch[name] for name in self.settings.inputs]
         outputs = primary_output(self.model(_model_input(args), training=training))
+        outputs = tf.cast(outputs, tf.float32)  # a mixed-precision model's low-precision output
         y = batch["y"]
         if self.settings.loss == "cross_entropy":
             loss = _keras_loss("cross_entropy")(y, outputs)
         else:
-            outputs = tf.reshape(tf.cast(outputs, tf.float32), tf.shape(y))
+            outputs = tf.reshape(outputs, tf.shape(y))
             loss = _keras_loss("mse")(tf.cast(y, tf.float32), outputs)
         result = {"loss": loss}
         if training and self.model.losses:
@@ -298,28 +315,69 @@ class _TFSession(TrainSession):
             result["accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
         return result
 
-    def _train_fn(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _gradients(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             result = self._scalars(batch, training=True)
-        grads = tape.gradient(result["loss"], variables)
-        self.optimizer.apply(grads, variables)
+            loss = result["loss"]
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = self.optimizer.scale_loss(loss)
+        return result, tape.gradient(loss, variables)
+
+    def _step(self, grads: list[Any]) -> None:
+        if self.settings.grad_clip is not None:
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                # Clip the true gradients: unscale first (the optimizer then skips scaling).
+                scale = tf.cast(self.optimizer.scale_loss(1.0), tf.float32)
+                grads = [g / scale for g in grads]
+                self.optimizer.inner_optimizer.apply(
+                    tf.clip_by_global_norm(grads, self.settings.grad_clip)[0],
+                    self.model.trainable_variables,
+                )
+                return
+            grads = tf.clip_by_global_norm(grads, self.settings.grad_clip)[0]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+
+    def _train_fn(self, batch: dict[str, Any]) -> dict[str, Any]:
+        result, grads = self._gradients(batch)
+        self._step(grads)
         return result
 
-    def mode(self, train: bool) -> contextlib.AbstractContextManager[None]:
-        return tf.device(self.device)  # type: ignore[no-any-return]
+    def _add_fn(self, batch: dict[str, Any], weight: Any) -> dict[str, Any]:
+        result, grads = self._gradients(batch)
+        for total, grad in zip(self._sums, grads, strict=True):
+            total.assign_add(grad * tf.cast(weight, grad.dtype))
+        return result
 
-    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        return self._train(dict(batch))  # type: ignore[no-any-return]
+    def _apply_fn(self) -> None:
+        self._step([tf.convert_to_tensor(total) for total in self._sums])
+        for total in self._sums:
+            total.assign(tf.zeros_like(total))
+
+    def mode(self, train: bool) -> contextlib.AbstractContextManager[None]:
+        return tf.device(self.device)
+
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        if not self._sums:
+            return self._train(dict(batch))
+        result = self._add(dict(batch), tf.constant(weight, tf.float32))
+        if apply:
+            self._apply()
+        return result
 
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        return self._eval(dict(batch))  # type: ignore[no-any-return]
+        return self._eval(dict(batch))
 
     def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
         return np.asarray(tf.stack(list(values)).numpy(), dtype=np.float64)
 
     def learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         import h5py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import pickle
 import sys
 import types
@@ -25,6 +26,7 @@ from tasks.backends.base import (
     call_builder,
     checked_objective_result,
     input_shapes,
+    make_optimizer,
 )
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import DataMeta
@@ -114,23 +116,39 @@ class _TorchScalarWriter(ScalarWriter):
         self._writer.close()
 
 
+def _deterministic(seed: int) -> None:
+    """Seed every generator and turn on torch's deterministic algorithms (``deterministic``)."""
+    import os
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # cuBLAS needs this workspace setting to be deterministic; set before the first use.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 class _TorchSession(TrainSession):
     def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
+        if settings.deterministic:
+            _deterministic(settings.seed)
         torch.manual_seed(settings.seed)  # dropout & co.; a resumed run restores RNG state
         self.model = model.to(settings.device)
         self.settings = settings
-        self.optimizer = self._optimizer(settings.optimizer)
-
-    def _optimizer(self, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-        params = self.model.parameters()
-        name, lr, wd = cfg["name"], cfg["lr"], cfg["weight_decay"]
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
+        self.optimizer = make_optimizer("torch", settings.optimizer, params=model.parameters())
+        device_type = settings.device.split(":")[0]
+        self.autocast: Any = None
+        if settings.precision != "32":
+            dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float16
+            self.autocast = functools.partial(torch.autocast, device_type, dtype=dtype)
+        # float16 gradients underflow without loss scaling; bf16 has float32's range.
+        self.scaler = (
+            torch.amp.GradScaler(device_type)
+            if settings.precision == "16-mixed" and device_type == "cuda"
+            else None
+        )
 
     def _step_metrics(
         self, batch: dict[str, torch.Tensor]
@@ -159,21 +177,46 @@ class _TorchSession(TrainSession):
         with torch.set_grad_enabled(train):
             yield
 
-    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        loss, named = self._step_metrics(_to_tensors(batch, self.settings.device))
-        self.optimizer.zero_grad(set_to_none=True)
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
+        if self.autocast is None:
+            return self._step_metrics(batch)
+        with self.autocast():
+            return self._step_metrics(batch)
+
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        loss, named = self._forward(_to_tensors(batch, self.settings.device))
+        if weight != 1.0:
+            loss = loss * weight
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
         loss.backward()
-        self.optimizer.step()
+        if apply:
+            if self.settings.grad_clip is not None:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return named
 
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        return self._step_metrics(_to_tensors(batch, self.settings.device))[1]
+        return self._forward(_to_tensors(batch, self.settings.device))[1]
 
     def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
         return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
 
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         state = {
@@ -182,6 +225,8 @@ class _TorchSession(TrainSession):
             "epoch": epoch,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if self.settings.device.startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         with path.open("wb") as fh:
@@ -201,6 +246,8 @@ class _TorchSession(TrainSession):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if "cuda_rng" in state and self.settings.device.startswith("cuda"):
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         return int(state["epoch"])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError
-from tasks.registry import Entry
+from tasks.registry import Entry, get_entry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "call_builder",
     "checked_objective_result",
     "input_shapes",
+    "make_optimizer",
 ]
 
 # Called once per finished epoch (1-based) with that epoch's train/val metrics.
@@ -52,6 +53,29 @@ class TrainSettings:
     objective: Entry | None
     meta: DataMeta
     inputs: tuple[str, ...] = DEFAULT_INPUTS
+    grad_clip: float | None = None
+    accumulate: int = 1
+    precision: str = "32"
+    deterministic: bool = False
+
+
+def make_optimizer(framework: str, cfg: Mapping[str, Any], **reserved: Any) -> Any:
+    """The registered optimizer ``cfg["name"]`` of ``framework``, built from ``cfg``.
+
+    Raises:
+        RegistryError: no such optimizer is registered; the message lists those that are.
+    """
+
+    entry = get_entry(
+        "optimizer", str(cfg["name"]), framework, where="train config: key 'optimizer.name'"
+    )
+    offered = {
+        "lr": float(cfg["lr"]),
+        "weight_decay": float(cfg.get("weight_decay", 0.0)),
+        "momentum": float(cfg.get("momentum", 0.0)),
+        **reserved,
+    }
+    return entry.func(**{k: v for k, v in offered.items() if k in entry.reserved})
 
 
 def input_shapes(meta: DataMeta, inputs: Sequence[str] | None) -> list[tuple[int, ...]]:
@@ -131,8 +155,15 @@ class TrainSession(ABC):
         return nullcontext()
 
     @abstractmethod
-    def train_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
-        """One optimisation step on ``batch``; returns its named scalars (not yet synced)."""
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        """Train on ``batch``; returns its named scalars (not yet synced).
+
+        The batch's gradient is scaled by ``weight`` and added to what earlier batches of
+        the accumulation group left; with ``apply`` the optimizer steps on the sum
+        (clipped to ``settings.grad_clip``) and the sum is cleared.
+        """
 
     @abstractmethod
     def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
@@ -145,6 +176,10 @@ class TrainSession(ABC):
     @abstractmethod
     def learning_rate(self) -> float:
         """The optimizer's current learning rate."""
+
+    @abstractmethod
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the optimizer's learning rate (a schedule's value)."""
 
     @abstractmethod
     def save_checkpoint(self, path: Path, epoch: int) -> None:

@@ -87,6 +87,8 @@ class Loop:
         callbacks: run in this order at every hook.
         start_epoch: the epoch a resumed run's checkpoint holds (0: a fresh run).
         source: the train config's name, for error messages.
+        accumulate: batches per optimizer step; each batch's gradient is weighted by its
+            share of the group's rows, so the step equals one on the whole group.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Loop:
         *,
         start_epoch: int = 0,
         source: str = "",
+        accumulate: int = 1,
     ) -> None:
         self.session = session
         self.train = train
@@ -107,7 +110,9 @@ class Loop:
         self.callbacks = list(callbacks)
         self.epoch = start_epoch
         self.source = source
+        self.accumulate = max(int(accumulate), 1)
         self.stop_reason: str | None = None
+        self.lr = float("nan")  # the learning rate the current epoch started with
         self._batch_hooks = [
             cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end
         ]
@@ -157,6 +162,7 @@ class Loop:
     def _epoch(self, epoch: int) -> None:
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
+        self.lr = self.session.learning_rate()
         logs = self._pass(self.train, epoch, train=True)
         if self.val is not None:
             logs.update({f"val_{k}": v for k, v in self._pass(self.val, epoch, False).items()})
@@ -173,15 +179,39 @@ class Loop:
         hooks = self._batch_hooks if train else []
         values: dict[str, list[Any]] = {}
         sizes: list[int] = []
+        group = self._group_of(stream) if train else None
         with session.mode(train):
             for index, batch in enumerate(stream.epoch(epoch)):
-                scalars = step(batch)
+                if group is None:
+                    scalars = step(batch)
+                else:
+                    scalars = session.train_step(batch, *group(index))
                 for key, value in scalars.items():
                     values.setdefault(key, []).append(value)
                 sizes.append(len(next(iter(batch.values()))))
                 for cb in hooks:
                     cb.on_batch_end(self, epoch, index, scalars)
         return _weighted_means(session, values, sizes)
+
+    def _group_of(self, stream: BatchStream) -> Any:
+        """``index → (weight, apply)`` for gradient accumulation; None without it.
+
+        Batches are full but the last, so each group's rows are known in advance: a
+        batch's loss is weighted by its share of its group's rows, and the optimizer
+        steps after a group's last batch (the last group of an epoch may be shorter).
+        """
+        if self.accumulate == 1:
+            return None
+        count, size, rows, per = len(stream), stream.batch_size, stream.rows, self.accumulate
+
+        def group(index: int) -> tuple[float, bool]:
+            first = index - index % per
+            last = min(first + per, count) - 1
+            group_rows = min(rows, (last + 1) * size) - first * size
+            batch_rows = min(rows, (index + 1) * size) - index * size
+            return batch_rows / group_rows, index == last
+
+        return group
 
 
 def _weighted_means(
@@ -222,6 +252,7 @@ def fit_epochs(
         session.settings.epochs,
         [*callbacks, _Forward(on_epoch_end)],
         start_epoch=start_epoch,
+        accumulate=session.settings.accumulate,
     )
     loop.run()
     return loop

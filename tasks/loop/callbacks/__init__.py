@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tasks.loop.callbacks.best_weights import BestWeights
 from tasks.loop.callbacks.checkpointing import Checkpointing
+from tasks.loop.callbacks.early_stopping import EarlyStopping
+from tasks.loop.callbacks.lr_schedule import LRSchedule
 from tasks.loop.callbacks.metrics_csv import MetricsCsv
 from tasks.loop.callbacks.progress import Progress, StatusReporter
 from tasks.loop.callbacks.search_stop import SearchStop, StopRule
@@ -12,6 +14,8 @@ from tasks.loop.callbacks.tensorboard import TensorBoard
 __all__ = [
     "BestWeights",
     "Checkpointing",
+    "EarlyStopping",
+    "LRSchedule",
     "MetricsCsv",
     "Progress",
     "SearchStop",

@@ -11,7 +11,10 @@ __all__ = ["MetricsCsv"]
 
 
 class MetricsCsv(Callback):
-    """Appends every epoch's logs; a resumed run first trims rows after its checkpoint."""
+    """Appends every epoch's logs and ``lr`` (the rate the epoch started with).
+
+    A resumed run first trims the rows after its checkpoint.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -22,4 +25,4 @@ class MetricsCsv(Callback):
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         assert self.log is not None  # on_train_begin ran
-        self.log.append(epoch, logs)
+        self.log.append(epoch, {**logs, "lr": loop.lr})

@@ -15,7 +15,7 @@ class TensorBoard(Callback):
         self.writer = writer
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
-        self.writer.add_scalars(epoch, logs)
+        self.writer.add_scalars(epoch, {**logs, "lr": loop.lr})
 
     def close(self) -> None:
         self.writer.close()

@@ -106,10 +106,9 @@ def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
 # -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
 
 
-def _write_variables(group: Any, variables: list[Any]) -> None:
-    for i, var in enumerate(variables):
-        ds = group.create_dataset(f"{i:05d}", data=np.asarray(var.numpy()))
-        ds.attrs["path"] = str(var.path)
+def _copies(variables: list[Any]) -> list[tuple[np.ndarray, str]]:
+    """Each variable's value (a copy) and path, in order."""
+    return [(np.array(var.numpy()), str(var.path)) for var in variables]
 
 
 def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> None:
@@ -379,16 +378,31 @@ class _TFSession(TrainSession):
     def set_learning_rate(self, lr: float) -> None:
         self.optimizer.learning_rate.assign(lr)
 
-    def save_checkpoint(self, path: Path, epoch: int) -> None:
-        import h5py
+    snapshots = True
 
-        with _h5py_write_errors(), h5py.File(path, "w") as fh:
-            fh.attrs["format"] = CHECKPOINT_FORMAT
-            fh.attrs["epoch"] = int(epoch)
-            fh.attrs["keras"] = keras.__version__
-            # model.variables includes the dropout layers' seed-generator states.
-            _write_variables(fh.create_group("model"), list(self.model.variables))
-            _write_variables(fh.create_group("optimizer"), list(self.optimizer.variables))
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        # model.variables includes the dropout layers' seed-generator states.
+        groups = {
+            "model": _copies(self.model.variables),
+            "optimizer": _copies(self.optimizer.variables),
+        }
+
+        def write(path: Path) -> None:
+            import h5py
+
+            with _h5py_write_errors(), h5py.File(path, "w") as fh:
+                fh.attrs["format"] = CHECKPOINT_FORMAT
+                fh.attrs["epoch"] = int(epoch)
+                fh.attrs["keras"] = keras.__version__
+                for name, arrays in groups.items():
+                    group = fh.create_group(name)
+                    for i, (value, var_path) in enumerate(arrays):
+                        group.create_dataset(f"{i:05d}", data=value).attrs["path"] = var_path
+
+        return write
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        self.checkpoint_writer(epoch)(path)
 
     def load_checkpoint(self, path: Path) -> int:
         return _restore(path, self.model, self.optimizer)

@@ -130,6 +130,32 @@ def _deterministic(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor copied: a snapshot training cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cloned(v) for v in value)
+    return value
+
+
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` a checkpoint's state to ``path``, reporting a failed write's OS error."""
+    with path.open("wb") as fh:
+        sink = _WriteErrorKeeper(fh)
+        try:
+            torch.save(state, cast("IO[bytes]", sink))
+        except RuntimeError as err:
+            # torch's zip writer swallows the OS error of a failed write (disk full,
+            # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
+            # it becomes one clear StorageError.
+            if sink.error is not None:
+                raise sink.error from err
+            raise
+
+
 class _TorchSession(TrainSession):
     def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
         if settings.deterministic:
@@ -218,7 +244,9 @@ class _TorchSession(TrainSession):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def save_checkpoint(self, path: Path, epoch: int) -> None:
+    snapshots = True
+
+    def _state(self, epoch: int) -> dict[str, Any]:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -229,17 +257,14 @@ class _TorchSession(TrainSession):
             state["scaler"] = self.scaler.state_dict()
         if self.settings.device.startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        with path.open("wb") as fh:
-            sink = _WriteErrorKeeper(fh)
-            try:
-                torch.save(state, cast("IO[bytes]", sink))
-            except RuntimeError as err:
-                # torch's zip writer swallows the OS error of a failed write (disk full,
-                # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
-                # it becomes one clear StorageError.
-                if sink.error is not None:
-                    raise sink.error from err
-                raise
+        return state
+
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        state = _cloned(self._state(epoch))
+        return lambda path: _save_state(state, path)
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        _save_state(self._state(epoch), path)
 
     def load_checkpoint(self, path: Path) -> int:
         state = _safe_torch_load(path, self.settings.device)

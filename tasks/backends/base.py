@@ -181,6 +181,17 @@ class TrainSession(ABC):
     def set_learning_rate(self, lr: float) -> None:
         """Set the optimizer's learning rate (a schedule's value)."""
 
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        """A copy of the state :meth:`save_checkpoint` writes, taken now, and the function
+        that writes it to a path later — from another thread, while training goes on.
+
+        The default copies nothing and so must be called before training continues;
+        backends override it with a real snapshot.
+        """
+        return lambda path: self.save_checkpoint(path, epoch)
+
+    snapshots = False  # whether checkpoint_writer really copies (safe in the background)
+
     @abstractmethod
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         """Write model, optimizer and RNG state to ``path`` (a temporary name)."""

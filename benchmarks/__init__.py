@@ -14,6 +14,7 @@ __all__ = ["REGISTRY"]
 REGISTRY: list[tuple[str, str, str]] = [
     ("train_torch", "benchmarks.train_torch", "torch train loop vs hand-written loop"),
     ("train_tf", "benchmarks.train_tf", "TensorFlow train loop vs bare model.fit"),
+    ("train_step", "benchmarks.train_step", "whole Train step per epoch vs loops that save"),
     ("streaming", "benchmarks.streaming", "BatchStream vs in-memory numpy; peak memory"),
     ("noop_rerun", "benchmarks.noop_rerun", "no-op luigi rerun vs import luigi"),
     ("sweep_scaling", "benchmarks.sweep_scaling", "cold sweep of N experiments vs plain Luigi"),

@@ -1,6 +1,6 @@
 """What the two train-loop benchmarks share: the workload and Forge's side of it.
 
-Both time a backend's ``TrainSession.fit`` fed by a :class:`BatchStream` from a real
+Both time the shared loop (``tasks.loop.fit_epochs``) fed by a :class:`BatchStream` from a real
 ``data.h5`` against the framework's own minimal loop over the same rows in memory.
 """
 
@@ -42,9 +42,10 @@ def settings_for(meta: DataMeta, epochs: int) -> TrainSettings:
 def forge_fit_seconds(backend: Backend, model: Any, path: Path, settings: TrainSettings) -> float:
     """Seconds for Forge's session to train ``model`` from a freshly opened stream."""
     from tasks.data.h5store import BatchStream
+    from tasks.loop import fit_epochs
 
     def work() -> None:
         stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
-        backend.session(model, settings).fit(stream, None, 0, lambda epoch, logs: None)
+        fit_epochs(backend.session(model, settings), stream, None, 0, lambda epoch, logs: None)
 
     return timed(work)

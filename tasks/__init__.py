@@ -36,7 +36,14 @@ from tasks.evaluate import Evaluate
 from tasks.experiment import Evaluation, Experiment
 from tasks.load_trained import LoadTrained
 from tasks.prepare_data import PrepareData
-from tasks.registry import register_dataset, register_metric, register_model, register_objective
+from tasks.registry import (
+    register_dataset,
+    register_metric,
+    register_model,
+    register_objective,
+    register_optimizer,
+    register_scheduler,
+)
 from tasks.sweep import Sweep
 from tasks.train import Train
 
@@ -70,4 +77,6 @@ __all__ = [
     "register_metric",
     "register_model",
     "register_objective",
+    "register_optimizer",
+    "register_scheduler",
 ]

@@ -1,4 +1,5 @@
-"""Registries of dataset loaders, model builders, objectives and metrics.
+"""Registries of dataset loaders, model builders, objectives, metrics, optimizers and
+learning-rate schedulers.
 
 A config can only name something registered here: this allowlist is what keeps a config
 (or an experiment somebody sent you) from calling arbitrary code such as ``os:system``.
@@ -31,9 +32,11 @@ __all__ = [
     "register_metric",
     "register_model",
     "register_objective",
+    "register_optimizer",
+    "register_scheduler",
 ]
 
-Kind = Literal["dataset", "model", "objective", "metric"]
+Kind = Literal["dataset", "model", "objective", "metric", "optimizer", "scheduler"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Arguments Forge fills in itself; they are not user parameters.
@@ -42,9 +45,17 @@ _RESERVED: dict[str, frozenset[str]] = {
     "model": frozenset({"input_shape", "num_classes", "meta"}),
     "objective": frozenset({"model", "batch"}),
     "metric": frozenset({"outputs", "batch"}),
+    # torch optimizers receive ``params``; Keras ones are built before their variables.
+    "optimizer": frozenset({"params", "lr", "weight_decay", "momentum"}),
+    "scheduler": frozenset({"base_lr", "epochs", "steps_per_epoch", "monitor", "mode"}),
 }
 
-_BUILTIN_MODULES = ("tasks.data.loaders", *BUILTIN_MODEL_MODULES, "tasks.metrics")
+_BUILTIN_MODULES = (
+    "tasks.data.loaders",
+    *BUILTIN_MODEL_MODULES,
+    "tasks.metrics",
+    "tasks.loop.schedules",
+)
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,26 @@ def register_objective(name: str, framework: str) -> Callable[[F], F]:
 def register_metric(name: str) -> Callable[[F], F]:
     """Register an evaluation metric ``(outputs, batch) -> float`` over numpy arrays."""
     return _register("metric", name, None)
+
+
+def register_optimizer(name: str, framework: str) -> Callable[[F], F]:
+    """Register an optimizer factory for ``train.optimizer.name``.
+
+    torch factories receive ``params`` (the model's parameters); both receive ``lr``,
+    ``weight_decay`` and ``momentum`` from the train config, and return the framework's
+    optimizer.
+    """
+    return _register("optimizer", name, framework)
+
+
+def register_scheduler(name: str) -> Callable[[F], F]:
+    """Register a learning-rate schedule for ``train.scheduler.name`` (both frameworks).
+
+    The factory receives ``base_lr``, ``epochs``, ``steps_per_epoch``, ``monitor`` and
+    ``mode`` when it declares them, plus the scheduler's own keys, and returns a
+    :class:`tasks.loop.schedules.Schedule`.
+    """
+    return _register("scheduler", name, None)
 
 
 def _configured_plugins() -> list[str]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,21 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError, PreemptedError, TrainingDivergedError
+from tasks.errors import ConfigError, PreemptedError
+from tasks.loop import Callback, Loop
+from tasks.loop.callbacks import (
+    BestWeights,
+    Checkpointing,
+    EarlyStopping,
+    LRSchedule,
+    MetricsCsv,
+    Preemption,
+    Progress,
+    SearchStop,
+    TensorBoard,
+)
+from tasks.loop.loop import PREEMPTED
+from tasks.loop.schedules import Schedule, Warmup
 from tasks.provenance import git_state, package_versions, run_environment
 from tasks.registry import get_entry, names
 from tasks.run_context import record_run_context
@@ -33,16 +46,8 @@ from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text, storage_error
-from tasks.store.checkpoints import (
-    best_path,
-    checkpoint_path,
-    commit,
-    committed,
-    improves,
-    prune,
-)
+from tasks.store.checkpoints import CheckpointInfo, committed, prune
 from tasks.store.drift import code_fingerprints
-from tasks.store.metrics_log import MetricsLog
 from tasks.store.names import (
     CONFIG_FILE,
     DATA_FILE,
@@ -55,7 +60,7 @@ from tasks.store.names import (
     RUNS_LOG,
     TENSORBOARD_DIR,
 )
-from tasks.store.records import BestRecord, RunRecord, json_text, write_json
+from tasks.store.records import RunRecord, json_text, write_json
 
 __all__ = ["Train"]
 
@@ -90,52 +95,6 @@ def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
     line["pid"] = os.getpid()
     with open(directory / RUNS_LOG, "a", encoding="utf-8") as fh:
         fh.write(json_text(line, indent=None))
-
-
-def _check_finite(epoch: int, logs: dict[str, float], source: str, lr: float) -> None:
-    """Stop at the first epoch whose losses or metrics are NaN or infinite.
-
-    Both backends report every epoch through ``on_epoch_end``, so this one check covers
-    them; it runs before the epoch is logged or checkpointed.
-
-    Raises:
-        TrainingDivergedError: a logged value is not finite.
-    """
-    bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
-    if not bad:
-        return
-    name = "loss" if "loss" in bad else next(iter(bad))
-    shown = ", ".join(f"{k}={v}" for k, v in bad.items())
-    raise TrainingDivergedError(
-        f"train config {source}: training diverged at epoch {epoch}: metric {name!r} is "
-        f"{bad[name]} ({shown}); lower train.optimizer.lr (now {lr}), clip gradients in an "
-        "objective, or scale the inputs"
-    )
-
-
-class _Progress:
-    """Luigi progress/status (for the visualiser) and a tqdm bar on interactive terminals."""
-
-    def __init__(self, task: Train, start: int, total: int) -> None:
-        self.task = task
-        self.total = total
-        self.bar: Any = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, unit="epoch", desc=str(task.directory.name))
-
-    def update(self, epoch: int, logs: dict[str, float]) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
-        self.task.set_progress_percentage(round(100.0 * epoch / self.total, 1))
-        self.task.set_status_message(f"epoch {epoch}/{self.total}: {shown}")
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(shown[:60])
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Train(TrainParams, ForgeTask):
@@ -267,13 +226,22 @@ class Train(TrainParams, ForgeTask):
             objective=objective,
             meta=meta,
             inputs=inputs,
+            grad_clip=train_cfg["grad_clip"],
+            accumulate=train_cfg["accumulate"],
+            precision=train_cfg["precision"],
+            deterministic=train_cfg["deterministic"],
         )
         session = backend.session(model, settings)
-        start, best_epoch, best_value = self._resume(directory, session, backend)
-        run["resumed_from_epoch"] = start or None
-        run["end_reason"] = self._fit(
-            directory, backend, session, settings, meta, data_path, start, best_epoch, best_value
-        )
+        resumed = self._resume(directory, session, backend)
+        run["resumed_from_epoch"] = resumed.epoch or None
+        loop = self._fit(directory, backend, session, settings, meta, data_path, resumed)
+        run.update(end_reason=loop.end_reason, end_epoch=loop.epoch)
+        if loop.end_reason == PREEMPTED:
+            raise PreemptedError(
+                f"Train for {directory} stopped by {preemption.received()} after epoch "
+                f"{loop.epoch}/{settings.epochs}; its checkpoint is saved: rerun the same "
+                "command to resume from it"
+            )
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
             session.save_weights(tmp)
@@ -283,9 +251,8 @@ class Train(TrainParams, ForgeTask):
             else self._export(backend, session, meta, model_dir, inputs)
         )
 
-    def _resume(
-        self, directory: Path, session: TrainSession, backend: Backend
-    ) -> tuple[int, int | None, float | None]:
+    def _resume(self, directory: Path, session: TrainSession, backend: Backend) -> CheckpointInfo:
+        """Restore the newest loadable committed checkpoint; epoch 0 when there is none."""
         checkpoints = committed(directory)
         for info in reversed(checkpoints):
             if info.path.suffix != backend.checkpoint_suffix:
@@ -299,9 +266,9 @@ class Train(TrainParams, ForgeTask):
                 continue
             prune(directory, after=epoch)
             logger.info("resuming from checkpoint %s (epoch %d)", info.path.name, epoch)
-            return epoch, info.best_epoch, info.best_value
+            return replace(info, epoch=epoch)
         prune(directory, after=0)
-        return 0, None, None
+        return CheckpointInfo(0, directory, None, None)
 
     def _fit(
         self,
@@ -311,13 +278,11 @@ class Train(TrainParams, ForgeTask):
         settings: TrainSettings,
         meta: DataMeta,
         data_path: Path,
-        start: int,
-        best_epoch: int | None,
-        best_value: float | None,
-    ) -> str:
+        resumed: CheckpointInfo,
+    ) -> Loop:
+        """Run the shared loop with Forge's callbacks; returns it (for why it ended)."""
         train_cfg = self.spec["train"].config
-        monitor, mode = train_cfg["monitor"], train_cfg["mode"]
-        every = train_cfg["checkpoint_every"]
+        source = self.spec["train"].source
         buffer = int(forge().buffer_mb) * (1 << 20)
         train_stream = BatchStream(
             data_path,
@@ -332,63 +297,88 @@ class Train(TrainParams, ForgeTask):
             if meta.rows.get("val")
             else None
         )
-        log = MetricsLog(directory / METRICS_FILE, resume_after=start)
-        writer = backend.scalar_writer(directory / TENSORBOARD_DIR, resume_after=start)
-        progress = _Progress(self, start, settings.epochs)
-        state: dict[str, Any] = {"best_epoch": best_epoch, "best_value": best_value}
-
-        def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-            _check_finite(epoch, logs, self.spec["train"].source, settings.optimizer["lr"])
-            if monitor not in logs:
-                raise ConfigError(
-                    f"train config {self.spec['train'].source}: key 'monitor' is {monitor!r}, "
-                    f"but training logs only {sorted(logs)}; set monitor to one of them"
-                )
-            log.append(epoch, logs)
-            writer.add_scalars(epoch, logs)
-            value = float(logs[monitor])
-            current = state["best_value"]
-            improved = improves(value, current, mode)
-            if improved:
-                with atomic_path(best_path(directory, epoch, backend.weights_suffix)) as tmp:
-                    session.save_weights(tmp)
-                state.update(best_epoch=epoch, best_value=value)
-            stop = preemption.stop_requested()
-            if epoch % every == 0 or epoch == settings.epochs or stop:
-                with atomic_path(
-                    checkpoint_path(directory, epoch, backend.checkpoint_suffix)
-                ) as tmp:
-                    session.save_checkpoint(tmp, epoch)
-                commit(directory, epoch, backend.checkpoint_suffix, dict(state))
-                prune(directory, keep_best=state["best_epoch"])
-            progress.update(epoch, logs)
-            logger.info("epoch %d/%d %s", epoch, settings.epochs, logs)
-            if stop:
-                raise PreemptedError(
-                    f"Train for {directory} stopped by {preemption.received()} after epoch "
-                    f"{epoch}/{settings.epochs}; its checkpoint is saved: rerun the same "
-                    "command to resume from it"
-                )
-            report_epoch(epoch, logs)  # a search may stop (prune) its trial here
-
-        end_reason = "completed"
-        try:
-            session.fit(train_stream, val_stream, start, on_epoch_end)
-        except StopTraining as stop:
-            end_reason = stop.reason
-            logger.info("training stopped early: %s", stop.reason)
-        finally:
-            writer.close()
-            progress.close()
-        best = state["best_epoch"]
-        if best is not None:
-            source = best_path(directory, best, backend.weights_suffix)
-            with atomic_path(directory / MODEL_DIR / f"best{backend.weights_suffix}") as tmp:
-                tmp.write_bytes(source.read_bytes())
-        BestRecord(epoch=best, monitor=monitor, mode=mode, value=state["best_value"]).write(
-            directory
+        best = BestWeights(
+            directory, backend.weights_suffix, train_cfg["monitor"], train_cfg["mode"], source
         )
-        return end_reason
+        callbacks: list[Callback] = []
+        if train_cfg["scheduler"] is not None:
+            steps = -(-len(train_stream) // settings.accumulate)
+            callbacks.append(LRSchedule(self._schedule(steps), settings.accumulate))
+        callbacks += [
+            MetricsCsv(directory / METRICS_FILE),
+            TensorBoard(
+                backend.scalar_writer(directory / TENSORBOARD_DIR, resume_after=resumed.epoch)
+            ),
+            best,
+        ]
+        stopping = train_cfg["early_stopping"]
+        if stopping is not None:
+            callbacks.append(
+                EarlyStopping(
+                    stopping["monitor"],
+                    stopping["mode"],
+                    stopping["patience"],
+                    stopping["min_delta"],
+                    source,
+                )
+            )
+        callbacks.append(Preemption())  # SIGUSR1/SIGTERM: checkpoint this epoch, then stop
+        callbacks.append(SearchStop(self.should_stop))
+        callbacks += [
+            Checkpointing(
+                directory,
+                backend.checkpoint_suffix,
+                train_cfg["checkpoint_every"],
+                best,
+                keep=train_cfg["keep_checkpoints"],
+            ),
+            Progress(self, directory.name),
+        ]
+        loop = Loop(
+            session,
+            train_stream,
+            val_stream,
+            settings.epochs,
+            callbacks,
+            start_epoch=resumed.epoch,
+            source=source,
+            accumulate=settings.accumulate,
+        )
+        loop.load_state(resumed.loop)
+        best.load_state({"best_epoch": resumed.best_epoch, "best_value": resumed.best_value})
+        loop.run()
+        return loop
+
+    def should_stop(self, epoch: int, logs: dict[str, float]) -> str | None:
+        """The hook through which a search ends a trial early (a pruner).
+
+        Asked after every epoch; a returned reason stops training and is recorded in
+        run.json's ``end_reason`` (``pruned`` for a search's pruner). Outside a search it
+        never stops.
+        """
+        try:
+            report_epoch(epoch, logs)
+        except StopTraining as stop:
+            return stop.reason
+        return None
+
+    def _schedule(self, steps_per_epoch: int) -> Schedule:
+        """The train config's learning-rate schedule (``warmup_epochs`` wrapped around it)."""
+        train_cfg = self.spec["train"].config
+        cfg = dict(train_cfg["scheduler"])
+        name, warmup = cfg.pop("name"), int(cfg.pop("warmup_epochs", 0))
+        entry = get_entry("scheduler", name, where=f"train config {self.spec['train'].source}")
+        offered = {
+            "base_lr": float(train_cfg["optimizer"]["lr"]),
+            "epochs": int(train_cfg["epochs"]) - warmup,
+            "steps_per_epoch": steps_per_epoch,
+            "monitor": train_cfg["monitor"],
+            "mode": train_cfg["mode"],
+        }
+        schedule: Schedule = entry.func(
+            **{k: v for k, v in offered.items() if k in entry.reserved}, **cfg
+        )
+        return Warmup(schedule, warmup) if warmup else schedule
 
     def _export(
         self,

@@ -23,9 +23,14 @@ _MODULES = {
     "torch": ("tasks.backends._torch", "TorchBackend", "torch"),
     "tensorflow": ("tasks.backends._tensorflow", "TensorFlowBackend", "tensorflow"),
 }
-# Modules registering the built-in builders of each framework (they import no framework
-# at module level).
-BUILTIN_MODEL_MODULES = ("tasks.backends.torch_models", "tasks.backends.tf_models")
+# Modules registering the built-in builders and optimizers of each framework (they import
+# no framework at module level).
+BUILTIN_MODEL_MODULES = (
+    "tasks.backends.torch_models",
+    "tasks.backends.tf_models",
+    "tasks.backends.torch_optimizers",
+    "tasks.backends.tf_optimizers",
+)
 # The frameworks Forge knows, in the order error messages list them.
 FRAMEWORKS: tuple[str, ...] = tuple(_MODULES)
 _cache: dict[str, Backend] = {}

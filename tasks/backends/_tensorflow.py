@@ -1,10 +1,9 @@
-"""The TensorFlow / Keras 3 backend: ``model.fit`` fed from data.h5, HDF5 checkpoints, SavedModel.
+"""The TensorFlow / Keras 3 backend: compiled steps, HDF5 checkpoints, SavedModel.
 
-Training runs through Keras' own ``fit`` (with ``initial_epoch`` for resume and a callback
-for Forge's per-epoch bookkeeping), or, when the model config names an objective, through
-compiled train/test steps that run the objective in Keras' training mode. Batches stream
-from ``data.h5`` through :class:`~tasks.data.h5store.BatchStream` (for ``fit`` wrapped in a
-``tf.data`` generator dataset), so a dataset larger than memory trains too. Weights are
+Training runs through Forge's shared loop (``tasks/loop``) with ``tf.function`` train and
+eval steps that compute the train config's loss, or a registered objective, in Keras'
+training mode. Batches stream from ``data.h5`` through
+:class:`~tasks.data.h5store.BatchStream`, so a dataset larger than memory trains too. Weights are
 ``.weights.h5`` files and checkpoints are plain HDF5 arrays: nothing is ever unpickled and
 legacy whole-model ``.h5`` files are never loaded.
 """
@@ -27,7 +26,6 @@ import tensorflow as tf
 from tasks.backends._savedmodel_guard import check_saved_model
 from tasks.backends.base import (
     Backend,
-    EpochCallback,
     ScalarWriter,
     TrainSession,
     TrainSettings,
@@ -37,9 +35,10 @@ from tasks.backends.base import (
     prepare_event_dir,
     require_readable,
 )
+from tasks.backends.base import make_optimizer as base_make_optimizer
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5safe import open_checked
-from tasks.data.h5store import BatchStream, DataMeta, reserve_hdf5
+from tasks.data.h5store import DataMeta, reserve_hdf5
 from tasks.errors import BackendUnavailableError, ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.registry import Entry
@@ -50,12 +49,10 @@ if keras.backend.backend() != "tensorflow":
         f"{os.environ.get('KERAS_BACKEND')!r}); Forge's tensorflow framework needs "
         "KERAS_BACKEND=tensorflow (or unset)"
     )
-__all__ = ["TensorFlowBackend"]
+__all__ = ["TensorFlowBackend", "coupled_l2", "make_optimizer"]
 
 CHECKPOINT_FORMAT = "forge-keras-checkpoint"
 _KERAS_WEIGHTS = ".weights.h5"
-# What fit reports, named as the torch backend names them (Keras may add others).
-_LOG_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _tf_device(device: str) -> str:
@@ -72,7 +69,7 @@ def _keras_loss(loss: str) -> keras.losses.Loss:
     return keras.losses.MeanSquaredError()
 
 
-def _coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
+def coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
     """``base`` with torch's ``weight_decay`` semantics: an L2 term added to the gradient.
 
     Keras' own ``weight_decay`` is decoupled (AdamW-style) for every optimizer, while
@@ -102,27 +99,12 @@ def _coupled_l2(base: type[keras.optimizers.Optimizer]) -> type[keras.optimizers
 
 
 def make_optimizer(cfg: Mapping[str, Any]) -> keras.optimizers.Optimizer:
-    """The Keras optimizer for a resolved ``train.optimizer`` section, with torch's defaults.
+    """The registered Keras optimizer for a resolved ``train.optimizer`` section.
 
-    ``epsilon``/``rho`` follow ``torch.optim`` so both frameworks train alike.
+    Raises:
+        RegistryError: the name is not a registered TensorFlow optimizer.
     """
-    name, lr = cfg["name"], float(cfg["lr"])
-    wd, momentum = float(cfg.get("weight_decay", 0.0)), float(cfg.get("momentum", 0.0))
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=wd, epsilon=1e-8)
-    table: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, Any]]] = {
-        "adam": (keras.optimizers.Adam, {"epsilon": 1e-8}),
-        "sgd": (keras.optimizers.SGD, {"momentum": momentum}),
-        "rmsprop": (keras.optimizers.RMSprop, {"rho": 0.99, "momentum": momentum, "epsilon": 1e-8}),
-    }
-    if name not in table:
-        raise ConfigError(
-            f"train config key 'optimizer.name' is {name!r}; use adam, adamw, sgd or rmsprop"
-        )
-    cls, kwargs = table[name]
-    if wd:
-        return _coupled_l2(cls)(l2=wd, learning_rate=lr, **kwargs)
-    return cls(learning_rate=lr, **kwargs)
+    return base_make_optimizer("tensorflow", cfg)
 
 
 # -- checkpoints: plain arrays in HDF5 ----------------------------------------------------
@@ -133,10 +115,9 @@ def _nbytes(variable: Any) -> int:
     return int(np.prod(variable.shape, dtype=np.int64)) * np.dtype(variable.dtype).itemsize
 
 
-def _write_variables(group: Any, variables: list[Any]) -> None:
-    for i, var in enumerate(variables):
-        ds = group.create_dataset(f"{i:05d}", data=np.asarray(var.numpy()))
-        ds.attrs["path"] = str(var.path)
+def _copies(variables: list[Any]) -> list[tuple[np.ndarray, str]]:
+    """Each variable's value (a copy) and path, in order."""
+    return [(np.array(var.numpy()), str(var.path)) for var in variables]
 
 
 def _read_variables(group: Any, variables: list[Any], path: Path, what: str) -> None:
@@ -254,146 +235,184 @@ def _reseed_layers(model: Any, seed: int) -> None:
         var.assign(np.asarray([seed * 1000 + i, 0], dtype=var.dtype))
 
 
-class _EpochHook(keras.callbacks.Callback):
-    """Tells the data generator which epoch starts and hands Forge each finished epoch."""
+_POLICIES = {"bf16": "mixed_bfloat16", "16-mixed": "mixed_float16"}
 
-    def __init__(self, session: _TFSession, on_epoch_end: EpochCallback) -> None:
-        super().__init__()
-        self.session = session
-        self.forward = on_epoch_end
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.session.epoch = epoch + 1
+def _set_policy(model: Any, policy: str) -> None:
+    """Compute in ``policy``'s low precision, keeping float32 variables.
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        self.forward(epoch + 1, {k: float(logs[k]) for k in _LOG_KEYS if k in logs})
+    The model is already built (its initial weights were loaded), so the policy is set
+    on each layer rather than globally: nothing outside this model changes.
+    """
+    for layer in model._flatten_layers(include_self=True):
+        layer.dtype_policy = policy
 
 
 class _TFSession(TrainSession):
+    """Compiled (``tf.function``) train and eval steps for the shared loop.
+
+    Without an objective the steps compute the train config's loss on ``y`` (plus the
+    model's own regularisation losses, as ``model.fit`` does) and, for cross-entropy, the
+    accuracy; with one, the objective runs inside :class:`_ObjectiveStep`, so every layer
+    it calls, e.g. dropout, sees Keras' training mode as it would inside ``model.fit``.
+    """
+
     def __init__(self, model: Any, settings: TrainSettings) -> None:
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(settings.seed)
         _reseed_layers(model, settings.seed)  # a resumed run restores them from its checkpoint
+        if settings.precision != "32":
+            _set_policy(model, _POLICIES[settings.precision])
         self.model = model
         self.settings = settings
         self.device = _tf_device(settings.device)
-        self.epoch = 0  # 1-based epoch the training generator is producing
         self.optimizer = make_optimizer(settings.optimizer)
+        if settings.precision == "16-mixed":
+            # float16 gradients underflow without loss scaling; bf16 has float32's range.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         with tf.device(self.device):
-            # Built now so that a checkpoint can restore its slots before fit starts.
+            # Built now so that a checkpoint can restore its slots before training starts.
             self.optimizer.build(model.trainable_variables)
-        if settings.objective is None:
-            metrics = (
-                [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                if settings.loss == "cross_entropy"
+            # Gradient sums of an accumulation group (empty at every epoch's end).
+            self._sums = (
+                [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.trainable_variables]
+                if settings.accumulate > 1
                 else []
             )
-            model.compile(
-                optimizer=self.optimizer,
-                loss=_keras_loss(settings.loss),
-                metrics=metrics,
-                jit_compile=False,
-            )
-
-    def _dataset(self, stream: BatchStream) -> tf.data.Dataset:
-        """``(inputs, y)`` batches; ``inputs`` is one tensor, or a tuple for several inputs."""
-        specs = _specs(self.settings.meta)
-        inputs = self.settings.inputs
-        single = len(inputs) == 1
-        signature = (specs[inputs[0]] if single else tuple(specs[n] for n in inputs), specs["y"])
-
-        def generate() -> Iterator[tuple[Any, np.ndarray]]:
-            # Called when Keras starts iterating an epoch (after on_epoch_begin), so the
-            # batch order is BatchStream's for that epoch: the same as torch's, and the
-            # same again after a resume.
-            for batch in stream.epoch(self.epoch):
-                x = batch[inputs[0]] if single else tuple(batch[n] for n in inputs)
-                yield x, batch["y"]
-
-        dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        # A known length lets Keras count steps (and not warn that the input "ran out").
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(stream))).prefetch(1)
-
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        if start_epoch >= self.settings.epochs:
-            return
-        if self.settings.objective is not None:
-            self._fit_objective(train, val, start_epoch, on_epoch_end)
-            return
-        if "y" not in self.settings.meta.arrays:
+        if settings.objective is None and "y" not in settings.meta.arrays:
             raise ConfigError(
-                f"the data has no 'y' array (only {sorted(self.settings.meta.arrays)}), so loss "
-                f"{self.settings.loss!r} has no targets; register an objective and set "
+                f"the data has no 'y' array (only {sorted(settings.meta.arrays)}), so loss "
+                f"{settings.loss!r} has no targets; register an objective and set "
                 "model.objective"
             )
-        self.epoch = start_epoch + 1
-        train_data = self._dataset(train)
-        val_data = self._dataset(val) if val is not None and val.rows else None
-        with tf.device(self.device):
-            self.model.fit(
-                train_data,
-                validation_data=val_data,
-                initial_epoch=start_epoch,
-                epochs=self.settings.epochs,
-                callbacks=[_EpochHook(self, on_epoch_end)],
-                shuffle=False,
-                verbose=0,
-            )
-
-    def _fit_objective(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        """A registered objective computes the loss: compiled train/test steps of its own.
-
-        The objective runs inside :class:`_ObjectiveStep`, called with ``training=True`` (or
-        False), so every layer the objective calls, e.g. dropout, sees that mode as it
-        would inside ``model.fit``.
-        """
-        assert self.settings.objective is not None
-        step = _ObjectiveStep(self.model, self.settings.objective)
-        variables = self.model.trainable_variables
-        signature = [_specs(self.settings.meta)]
-
-        @tf.function(input_signature=signature)
-        def train_step(batch: dict[str, Any]) -> dict[str, Any]:
-            with tf.GradientTape() as tape:
-                result = step(batch, training=True)
-            grads = tape.gradient(result["loss"], variables)
-            self.optimizer.apply(grads, variables)
-            return result
-
-        test_step = tf.function(
-            lambda batch: step(batch, training=False), input_signature=signature
+        self._objective = (
+            _ObjectiveStep(model, settings.objective) if settings.objective is not None else None
         )
-        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
-            logs = _mean_over(train.epoch(epoch), train_step, self.device)
-            if val is not None and val.rows:
-                val_logs = _mean_over(val.epoch(epoch), test_step, self.device)
-                logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            on_epoch_end(epoch, logs)
+        signature = [_specs(settings.meta)]
+        self._train = tf.function(self._train_fn, input_signature=signature)
+        self._add = tf.function(
+            self._add_fn, input_signature=[*signature, tf.TensorSpec((), tf.float32)]
+        )
+        self._apply = tf.function(self._apply_fn)
+        self._eval = tf.function(
+            lambda batch: self._scalars(batch, training=False), input_signature=signature
+        )
+
+    def _scalars(self, batch: dict[str, Any], training: bool) -> dict[str, Any]:
+        """The loss to minimise (``loss``) and the batch's other named scalars."""
+        if self._objective is not None:
+            return dict(self._objective(batch, training=training))
+        args = [batch[name] for name in self.settings.inputs]
+        outputs = primary_output(self.model(_model_input(args), training=training))
+        outputs = tf.cast(outputs, tf.float32)  # a mixed-precision model's low-precision output
+        y = batch["y"]
+        if self.settings.loss == "cross_entropy":
+            loss = _keras_loss("cross_entropy")(y, outputs)
+        else:
+            outputs = tf.reshape(outputs, tf.shape(y))
+            loss = _keras_loss("mse")(tf.cast(y, tf.float32), outputs)
+        result = {"loss": loss}
+        if training and self.model.losses:
+            result["loss"] = loss + tf.add_n(self.model.losses)
+        if self.settings.loss == "cross_entropy":
+            hits = tf.equal(tf.argmax(outputs, axis=-1), tf.cast(y, tf.int64))
+            result["accuracy"] = tf.reduce_mean(tf.cast(hits, tf.float32))
+        return result
+
+    def _gradients(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            result = self._scalars(batch, training=True)
+            loss = result["loss"]
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = self.optimizer.scale_loss(loss)
+        return result, tape.gradient(loss, variables)
+
+    def _step(self, grads: list[Any]) -> None:
+        if self.settings.grad_clip is not None:
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                # Clip the true gradients: unscale first (the optimizer then skips scaling).
+                scale = tf.cast(self.optimizer.scale_loss(1.0), tf.float32)
+                grads = [g / scale for g in grads]
+                self.optimizer.inner_optimizer.apply(
+                    tf.clip_by_global_norm(grads, self.settings.grad_clip)[0],
+                    self.model.trainable_variables,
+                )
+                return
+            grads = tf.clip_by_global_norm(grads, self.settings.grad_clip)[0]
+        self.optimizer.apply(grads, self.model.trainable_variables)
+
+    def _train_fn(self, batch: dict[str, Any]) -> dict[str, Any]:
+        result, grads = self._gradients(batch)
+        self._step(grads)
+        return result
+
+    def _add_fn(self, batch: dict[str, Any], weight: Any) -> dict[str, Any]:
+        result, grads = self._gradients(batch)
+        for total, grad in zip(self._sums, grads, strict=True):
+            total.assign_add(grad * tf.cast(weight, grad.dtype))
+        return result
+
+    def _apply_fn(self) -> None:
+        self._step([tf.convert_to_tensor(total) for total in self._sums])
+        for total in self._sums:
+            total.assign(tf.zeros_like(total))
+
+    def mode(self, train: bool) -> contextlib.AbstractContextManager[None]:
+        return tf.device(self.device)
+
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        if not self._sums:
+            return self._train(dict(batch))
+        result = self._add(dict(batch), tf.constant(weight, tf.float32))
+        if apply:
+            self._apply()
+        return result
+
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return self._eval(dict(batch))
+
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(tf.stack(list(values)).numpy(), dtype=np.float64)
+
+    def learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
+
+    snapshots = True
+
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        # model.variables includes the dropout layers' seed-generator states.
+        groups = {
+            "model": _copies(self.model.variables),
+            "optimizer": _copies(self.optimizer.variables),
+        }
+
+        def write(path: Path) -> None:
+            import h5py
+
+            # Reserve the space first: HDF5 crashes the process on a disk that fills up
+            # while it writes.
+            values = [value for copies in groups.values() for value, _ in copies]
+            reserve_hdf5(path, sum(v.nbytes for v in values), datasets=len(values))
+            with _h5py_write_errors(), h5py.File(path, "w") as fh:
+                fh.attrs["format"] = CHECKPOINT_FORMAT
+                fh.attrs["epoch"] = int(epoch)
+                fh.attrs["keras"] = keras.__version__
+                for name, arrays in groups.items():
+                    group = fh.create_group(name)
+                    for i, (value, var_path) in enumerate(arrays):
+                        group.create_dataset(f"{i:05d}", data=value).attrs["path"] = var_path
+
+        return write
 
     def save_checkpoint(self, path: Path, epoch: int) -> None:
-        import h5py
-
-        variables = [*self.model.variables, *self.optimizer.variables]
-        reserve_hdf5(path, sum(_nbytes(v) for v in variables), datasets=len(variables))
-        with _h5py_write_errors(), h5py.File(path, "w") as fh:
-            fh.attrs["format"] = CHECKPOINT_FORMAT
-            fh.attrs["epoch"] = int(epoch)
-            fh.attrs["keras"] = keras.__version__
-            # model.variables includes the dropout layers' seed-generator states.
-            _write_variables(fh.create_group("model"), list(self.model.variables))
-            _write_variables(fh.create_group("optimizer"), list(self.optimizer.variables))
+        self.checkpoint_writer(epoch)(path)
 
     def load_checkpoint(self, path: Path) -> int:
         return _restore(path, self.model, self.optimizer)

@@ -1,12 +1,14 @@
-"""The PyTorch backend: training loop, checkpoints, safetensors weights, ONNX export."""
+"""The PyTorch backend: train/eval steps, checkpoints, safetensors weights, ONNX export."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import pickle
 import sys
 import types
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -18,18 +20,18 @@ from torch import nn
 from tasks.backends._onnx import export_onnx, load_onnx
 from tasks.backends.base import (
     Backend,
-    EpochCallback,
     ScalarWriter,
     TrainSession,
     TrainSettings,
     call_builder,
     checked_objective_result,
     input_shapes,
+    make_optimizer,
     prepare_event_dir,
     require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
 from tasks.outputs import concat_outputs, primary_output
 from tasks.provenance import package_versions
@@ -117,23 +119,65 @@ class _TorchScalarWriter(ScalarWriter):
         self._writer.close()
 
 
+def _deterministic(seed: int) -> None:
+    """Seed every generator and turn on torch's deterministic algorithms (``deterministic``)."""
+    import os
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # cuBLAS needs this workspace setting to be deterministic; set before the first use.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor copied: a snapshot training cannot change."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cloned(v) for v in value)
+    return value
+
+
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` a checkpoint's state to ``path``, reporting a failed write's OS error."""
+    with path.open("wb") as fh:
+        sink = _WriteErrorKeeper(fh)
+        try:
+            torch.save(state, cast("IO[bytes]", sink))
+        except RuntimeError as err:
+            # torch's zip writer swallows the OS error of a failed write (disk full,
+            # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
+            # it becomes one clear StorageError.
+            if sink.error is not None:
+                raise sink.error from err
+            raise
+
+
 class _TorchSession(TrainSession):
     def __init__(self, model: nn.Module, settings: TrainSettings) -> None:
+        if settings.deterministic:
+            _deterministic(settings.seed)
         torch.manual_seed(settings.seed)  # dropout & co.; a resumed run restores RNG state
         self.model = model.to(settings.device)
         self.settings = settings
-        self.optimizer = self._optimizer(settings.optimizer)
-
-    def _optimizer(self, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-        params = self.model.parameters()
-        name, lr, wd = cfg["name"], cfg["lr"], cfg["weight_decay"]
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=cfg["momentum"])
+        self.optimizer = make_optimizer("torch", settings.optimizer, params=model.parameters())
+        device_type = settings.device.split(":")[0]
+        self.autocast: Any = None
+        if settings.precision != "32":
+            dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float16
+            self.autocast = functools.partial(torch.autocast, device_type, dtype=dtype)
+        # float16 gradients underflow without loss scaling; bf16 has float32's range.
+        self.scaler = (
+            torch.amp.GradScaler(device_type)
+            if settings.precision == "16-mixed" and device_type == "cuda"
+            else None
+        )
 
     def _step_metrics(
         self, batch: dict[str, torch.Tensor]
@@ -156,68 +200,82 @@ class _TorchSession(TrainSession):
             named["accuracy"] = (pred == batch["y"]).float().mean()
         return loss, named
 
-    def _run_epoch(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
+    @contextlib.contextmanager
+    def mode(self, train: bool) -> Iterator[None]:
         self.model.train(train)
-        values: dict[str, list[torch.Tensor]] = {}
-        sizes: list[int] = []
         with torch.set_grad_enabled(train):
-            for raw in stream.epoch(epoch):
-                batch = _to_tensors(raw, self.settings.device)
-                loss, named = self._step_metrics(batch)
-                if train:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
-                for key, value in named.items():
-                    values.setdefault(key, []).append(value)
-                sizes.append(len(next(iter(raw.values()))))
-        # Row-weighted means, computed once per epoch rather than synced batch by batch.
-        weights = torch.tensor(sizes, dtype=torch.float64)
-        total = max(float(weights.sum()), 1.0)
-        return {
-            k: float((torch.stack(v).double().cpu() * weights).sum()) / total
-            for k, v in values.items()
-        }
+            yield
 
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        for epoch in range(start_epoch + 1, self.settings.epochs + 1):
-            logs = self._run_epoch(train, epoch, train=True)
-            if val is not None and val.rows:
-                logs.update({f"val_{k}": v for k, v in self._run_epoch(val, epoch, False).items()})
-            on_epoch_end(epoch, logs)
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
+        if self.autocast is None:
+            return self._step_metrics(batch)
+        with self.autocast():
+            return self._step_metrics(batch)
 
-    def save_checkpoint(self, path: Path, epoch: int) -> None:
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        loss, named = self._forward(_to_tensors(batch, self.settings.device))
+        if weight != 1.0:
+            loss = loss * weight
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()
+        if apply:
+            if self.settings.grad_clip is not None:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return named
+
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return self._forward(_to_tensors(batch, self.settings.device))[1]
+
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
+
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    snapshots = True
+
+    def _state(self, epoch: int) -> dict[str, Any]:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if self.settings.device.startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        with path.open("wb") as fh:
-            sink = _WriteErrorKeeper(fh)
-            try:
-                torch.save(state, cast("IO[bytes]", sink))
-            except RuntimeError as err:
-                # torch's zip writer swallows the OS error of a failed write (disk full,
-                # EFBIG, EIO) and reports a file-position mismatch; raise the real cause so
-                # it becomes one clear StorageError.
-                if sink.error is not None:
-                    raise sink.error from err
-                raise
+        return state
+
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        state = _cloned(self._state(epoch))
+        return lambda path: _save_state(state, path)
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        _save_state(self._state(epoch), path)
 
     def load_checkpoint(self, path: Path) -> int:
         state = _safe_torch_load(path, self.settings.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if "cuda_rng" in state and self.settings.device.startswith("cuda"):
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         return int(state["epoch"])

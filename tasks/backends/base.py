@@ -1,9 +1,10 @@
 """The interface every framework backend implements.
 
 Tasks talk to frameworks only through :class:`Backend` and :class:`TrainSession`; the
-framework-agnostic parts (epochs bookkeeping, metrics.csv, checkpoint rotation, best
-selection, resume) live in the tasks. A backend module imports its framework at import
-time, and is itself imported only when a model config names that framework.
+framework-agnostic parts (the epoch and batch loop, metrics.csv, checkpoint rotation, best
+selection, early stopping, resume) live in ``tasks/loop`` and the tasks. A backend module
+imports its framework at import time, and is itself imported only when a model config names
+that framework.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import struct
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import DEFAULT_INPUTS
-from tasks.data.h5store import BatchStream, DataMeta
+from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError, StorageError
-from tasks.registry import Entry
+from tasks.registry import Entry, get_entry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,6 +36,7 @@ __all__ = [
     "call_builder",
     "checked_objective_result",
     "input_shapes",
+    "make_optimizer",
     "prepare_event_dir",
     "require_readable",
 ]
@@ -79,6 +82,29 @@ class TrainSettings:
     objective: Entry | None
     meta: DataMeta
     inputs: tuple[str, ...] = DEFAULT_INPUTS
+    grad_clip: float | None = None
+    accumulate: int = 1
+    precision: str = "32"
+    deterministic: bool = False
+
+
+def make_optimizer(framework: str, cfg: Mapping[str, Any], **reserved: Any) -> Any:
+    """The registered optimizer ``cfg["name"]`` of ``framework``, built from ``cfg``.
+
+    Raises:
+        RegistryError: no such optimizer is registered; the message lists those that are.
+    """
+
+    entry = get_entry(
+        "optimizer", str(cfg["name"]), framework, where="train config: key 'optimizer.name'"
+    )
+    offered = {
+        "lr": float(cfg["lr"]),
+        "weight_decay": float(cfg.get("weight_decay", 0.0)),
+        "momentum": float(cfg.get("momentum", 0.0)),
+        **reserved,
+    }
+    return entry.func(**{k: v for k, v in offered.items() if k in entry.reserved})
 
 
 def input_shapes(meta: DataMeta, inputs: Sequence[str] | None) -> list[tuple[int, ...]]:
@@ -224,17 +250,57 @@ class ScalarWriter(ABC):
 
 
 class TrainSession(ABC):
-    """One model being trained: its optimizer, RNG state and epoch loop."""
+    """One model being trained: what the shared epoch loop (``tasks/loop``) needs of it.
+
+    The loop owns epochs, batches, logging, checkpoint rotation and stopping; a session
+    supplies the framework's compiled train and eval steps, its optimizer and learning
+    rate, and the saving and restoring of its own state (model, optimizer, RNG).
+    """
+
+    model: Any
+    settings: TrainSettings
+
+    def mode(self, train: bool) -> AbstractContextManager[None]:
+        """A context the loop runs a train (``True``) or eval pass in (device, grad mode)."""
+        return nullcontext()
 
     @abstractmethod
-    def fit(
-        self,
-        train: BatchStream,
-        val: BatchStream | None,
-        start_epoch: int,
-        on_epoch_end: EpochCallback,
-    ) -> None:
-        """Train epochs ``start_epoch + 1`` … ``settings.epochs``, calling back after each."""
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        """Train on ``batch``; returns its named scalars (not yet synced).
+
+        The batch's gradient is scaled by ``weight`` and added to what earlier batches of
+        the accumulation group left; with ``apply`` the optimizer steps on the sum
+        (clipped to ``settings.grad_clip``) and the sum is cleared.
+        """
+
+    @abstractmethod
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        """The named scalars of ``batch`` in inference mode (no gradients)."""
+
+    @abstractmethod
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        """Per-batch scalars returned by the steps as one float64 array (one host sync)."""
+
+    @abstractmethod
+    def learning_rate(self) -> float:
+        """The optimizer's current learning rate."""
+
+    @abstractmethod
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the optimizer's learning rate (a schedule's value)."""
+
+    def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
+        """A copy of the state :meth:`save_checkpoint` writes, taken now, and the function
+        that writes it to a path later — from another thread, while training goes on.
+
+        The default copies nothing and so must be called before training continues;
+        backends override it with a real snapshot.
+        """
+        return lambda path: self.save_checkpoint(path, epoch)
+
+    snapshots = False  # whether checkpoint_writer really copies (safe in the background)
 
     @abstractmethod
     def save_checkpoint(self, path: Path, epoch: int) -> None:

@@ -13,9 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from tasks import registry
 from tasks.errors import ConfigError
 
-__all__ = ["SEED_MAX", "check_sections", "check_split_rows", "logged_metrics", "split_rows"]
+__all__ = [
+    "SEED_MAX",
+    "check_sections",
+    "check_split_rows",
+    "kept_epochs",
+    "logged_metrics",
+    "split_rows",
+]
 
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state range is 0..2**32-1
 _SEED_PARAMS = ("seed", "random_state")
@@ -126,16 +134,34 @@ def _check_train(data: _Section, model: _Section, train: _Section, has_val: bool
             "leaves no validation rows (key 'split.val'); monitor "
             f"{monitor.removeprefix('val_')!r} or give split.val a fraction above 0"
         )
+    registry.get_entry(
+        "optimizer",
+        train.config["optimizer"]["name"],
+        model.config["framework"],
+        where=f"{where}: key 'optimizer.name'",
+    )
     produced = _produced_metrics(model.config, train.config)
     if produced is None:
         return
     available = produced | ({f"val_{name}" for name in produced} if has_val else set())
-    if monitor not in available:
-        raise ConfigError(
-            f"{where}: key 'monitor' is {monitor!r}, which training never logs (loss "
-            f"{train.config['loss']!r}, model config {model.source}); set monitor to one "
-            f"of {', '.join(sorted(available))}"
-        )
+    stopping = train.config.get("early_stopping") or {}
+    for key, value in (("monitor", monitor), ("early_stopping.monitor", stopping.get("monitor"))):
+        if value is not None and value not in available:
+            raise ConfigError(
+                f"{where}: key {key!r} is {value!r}, which training never logs (loss "
+                f"{train.config['loss']!r}, model config {model.source}); set it to one "
+                f"of {', '.join(sorted(available))}"
+            )
+
+
+def kept_epochs(train: Mapping[str, Any]) -> list[int] | None:
+    """The epochs whose checkpoints a finished run keeps (None: unknown before it runs,
+    because early stopping may end it sooner)."""
+    if train.get("early_stopping"):
+        return None
+    epochs, every = int(train["epochs"]), int(train["checkpoint_every"])
+    saved = sorted({*range(every, epochs + 1, every), epochs})
+    return saved[-int(train.get("keep_checkpoints", 1)) :]
 
 
 def _check_eval(
@@ -155,6 +181,14 @@ def _check_eval(
         raise ConfigError(
             f"{where}: key 'checkpoint' is {checkpoint}, but train config {train.source} "
             f"trains {epochs} epochs; pick an epoch up to {epochs}, 'best' or 'last'"
+        )
+    kept = kept_epochs(train.config)
+    if isinstance(checkpoint, int) and kept is not None and checkpoint not in kept:
+        raise ConfigError(
+            f"{where}: key 'checkpoint' is {checkpoint}, but train config {train.source} keeps "
+            f"only the checkpoints of epochs {', '.join(map(str, kept))} (keep_checkpoints: "
+            f"{train.config.get('keep_checkpoints', 1)}); evaluate one of those, 'best' or "
+            "'last', or raise train.keep_checkpoints"
         )
 
 

@@ -32,7 +32,7 @@ from tasks.config.compose import (
     merge,
     referenced_sections,
 )
-from tasks.config.schema import NAME_PATTERN, SECTIONS
+from tasks.config.schema import NAME_PATTERN, SECTIONS, TRAIN_IDENTITY_DEFAULTS
 from tasks.config.yamlio import format_yaml_value, parse_yaml_value
 from tasks.errors import ConfigError
 
@@ -278,6 +278,14 @@ def _resolve_references(
                 config["framework"],
                 where=f"{where}: key 'objective'",
             )
+    elif section == "train" and config.get("scheduler") is not None:
+        scheduler = dict(config["scheduler"])
+        entry = registry.get_entry(
+            "scheduler", scheduler.pop("name"), where=f"{where}: key 'scheduler.name'"
+        )
+        warmup = scheduler.pop("warmup_epochs", 0)
+        own = _complete_params(entry, scheduler, f"{where}: key 'scheduler'")
+        config["scheduler"] = {"name": entry.name, "warmup_epochs": warmup, **own}
     elif section == "eval":
         for i, metric in enumerate(config["metrics"]):
             registry.get_entry("metric", metric, where=f"{where}: key 'metrics[{i}]'")
@@ -292,6 +300,10 @@ def _identity(section: str, config: dict[str, Any], file_digests: dict[str, str]
         # The default, written or not, is left out: identities from before the key existed
         # stay the same.
         identity.pop("inputs", None)
+    if section == "train":
+        for key, default in TRAIN_IDENTITY_DEFAULTS.items():
+            if key in identity and identity[key] == default:
+                identity.pop(key)
     if file_digests:
         # The data file's content, not where it lies, identifies the dataset.
         content = "sha256:" + file_digests[_FILE_PARAM]

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_INPUTS",
     "SECTIONS",
+    "TRAIN_IDENTITY_DEFAULTS",
     "DataConfig",
+    "EarlyStoppingConfig",
     "EvalConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "SchedulerConfig",
     "SplitConfig",
     "TrainConfig",
     "input_names",
@@ -76,10 +89,33 @@ class ModelConfig(_Strict):
 class OptimizerConfig(_Strict):
     """The optimizer and its hyperparameters."""
 
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    # A registered optimizer (built-in: adam, adamw, sgd, rmsprop); checked when resolved.
+    name: str = Field("adam", pattern=r"^[A-Za-z0-9_-]+$")
     lr: float = Field(0.001, gt=0.0)
     weight_decay: NonNegativeFloat = 0.0
     momentum: NonNegativeFloat = 0.0
+
+
+class SchedulerConfig(BaseModel):
+    """A registered learning-rate schedule: ``name``, ``warmup_epochs`` and its own keys
+    (e.g. ``step_size``/``gamma`` of ``step``), completed from its defaults when resolved."""
+
+    model_config = ConfigDict(extra="allow", strict=False, validate_default=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    warmup_epochs: NonNegativeInt = 0
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``monitor`` and ``mode`` default to the train config's ``monitor`` and ``mode``.
+    """
+
+    monitor: str | None = None
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
+    mode: Literal["min", "max"] | None = None
 
 
 class TrainConfig(_Strict):
@@ -96,6 +132,41 @@ class TrainConfig(_Strict):
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     shuffle: bool = True
+    scheduler: SchedulerConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    grad_clip: PositiveFloat | None = None
+    accumulate: PositiveInt = 1
+    precision: Literal["32", "bf16", "16-mixed"] = "32"
+    deterministic: bool = False
+    keep_checkpoints: PositiveInt = 1
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` as an int; it means the same as "32".
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _fill_early_stopping(self) -> TrainConfig:
+        if self.early_stopping is not None:
+            if self.early_stopping.monitor is None:
+                self.early_stopping.monitor = self.monitor
+            if self.early_stopping.mode is None:
+                self.early_stopping.mode = self.mode
+        return self
+
+
+# Train keys added after experiments existed: at these defaults they are left out of the
+# identity, so the folders of older experiments keep their names.
+TRAIN_IDENTITY_DEFAULTS: dict[str, Any] = {
+    "scheduler": None,
+    "early_stopping": None,
+    "grad_clip": None,
+    "accumulate": 1,
+    "precision": "32",
+    "deterministic": False,
+    "keep_checkpoints": 1,
+}
 
 
 class EvalConfig(_Strict):

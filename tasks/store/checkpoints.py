@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "committed",
     "improves",
     "prune",
+    "retain",
 ]
 
 _PATTERN = re.compile(r"^epoch-(\d+)\.json$")
@@ -41,6 +42,8 @@ class CheckpointInfo:
     path: Path
     best_epoch: int | None
     best_value: float | None
+    # The training loop's state at this epoch (early stopping, why training stopped).
+    loop: dict[str, Any] = field(default_factory=dict)
 
 
 def checkpoint_path(directory: Path, epoch: int, suffix: str) -> Path:
@@ -75,9 +78,14 @@ def committed(directory: Path) -> list[CheckpointInfo]:
         path = folder / str(record.get("file", ""))
         if path.parent != folder or not path.exists():
             continue
+        loop = record.get("loop")
         found.append(
             CheckpointInfo(
-                int(match.group(1)), path, record.get("best_epoch"), record.get("best_value")
+                int(match.group(1)),
+                path,
+                record.get("best_epoch"),
+                record.get("best_value"),
+                loop if isinstance(loop, dict) else {},
             )
         )
     return sorted(found, key=lambda info: info.epoch)
@@ -105,6 +113,22 @@ def prune(directory: Path, *, after: int | None = None, keep_best: int | None = 
                 entry.unlink(missing_ok=True)
         elif epoch_match and after is not None and int(epoch_match.group(1)) > after:
             entry.unlink(missing_ok=True)
+
+
+def retain(directory: Path, keep: int) -> int | None:
+    """Keep the newest ``keep`` committed checkpoints; delete older ones, sidecar first.
+
+    Returns:
+        The oldest best epoch a kept checkpoint refers to (older best-weight files are no
+        longer needed), or None when none is kept.
+    """
+    kept = committed(directory)
+    old, kept = kept[: max(len(kept) - keep, 0)], kept[-keep:]
+    for info in old:  # uncommit first: a crash in between leaves only an ignored file
+        (directory / CHECKPOINT_DIR / f"epoch-{info.epoch:04d}.json").unlink(missing_ok=True)
+        info.path.unlink(missing_ok=True)
+    bests = [info.best_epoch for info in kept if isinstance(info.best_epoch, int)]
+    return min(bests) if bests else None
 
 
 def improves(value: float, best: float | None, mode: str) -> bool:

@@ -15,6 +15,7 @@ import pytest
 from tasks.backends.base import TrainSettings
 from tasks.data.h5store import BatchStream, DataMeta, read_meta, write_splits
 from tasks.errors import ConfigError, CorruptArtifactError
+from tasks.loop import fit_epochs
 from tasks.registry import get_entry
 from tests.support import REPO
 
@@ -207,7 +208,7 @@ def test_checkpoint_restores_epoch_weights_and_optimizer_state(
 ) -> None:
     session = backend.session(_mlp(backend, meta), _settings(meta, epochs=2))
     train, val = _streams(data_file)
-    session.fit(train, val, 0, lambda epoch, logs: None)
+    fit_epochs(session, train, val, 0, lambda epoch, logs: None)
     iterations = int(session.optimizer.iterations.numpy())
     assert iterations == 2 * len(train)
     path = tmp_path / f"epoch-0002{backend.checkpoint_suffix}"
@@ -271,13 +272,15 @@ def test_resumed_fit_continues_where_the_checkpoint_left_off(
         if epoch == 2:
             full.save_checkpoint(checkpoint, epoch)
 
-    full.fit(*_streams(data_file), 0, record)
+    fit_epochs(full, *_streams(data_file), 0, record)
     assert sorted(full_logs) == [1, 2, 3]
 
     resumed_logs: dict[int, dict[str, float]] = {}
     resumed = fresh_session()
     start = resumed.load_checkpoint(checkpoint)
-    resumed.fit(*_streams(data_file), start, lambda e, logs: resumed_logs.__setitem__(e, logs))
+    fit_epochs(
+        resumed, *_streams(data_file), start, lambda e, logs: resumed_logs.__setitem__(e, logs)
+    )
     assert sorted(resumed_logs) == [3]
     assert int(resumed.optimizer.iterations.numpy()) == int(full.optimizer.iterations.numpy())
     for key, value in full_logs[3].items():
@@ -289,7 +292,7 @@ def test_resumed_fit_continues_where_the_checkpoint_left_off(
 def test_fit_logs_use_the_torch_metric_names(backend: Any, meta: DataMeta, data_file: Path) -> None:
     logs: list[dict[str, float]] = []
     session = backend.session(_mlp(backend, meta), _settings(meta, epochs=2))
-    session.fit(*_streams(data_file), 0, lambda epoch, values: logs.append(values))
+    fit_epochs(session, *_streams(data_file), 0, lambda epoch, values: logs.append(values))
     assert [set(entry) for entry in logs] == [{"loss", "accuracy", "val_loss", "val_accuracy"}] * 2
     assert all(isinstance(v, float) for entry in logs for v in entry.values())
 
@@ -300,8 +303,11 @@ def test_mse_regression_trains_and_logs_loss_only(backend: Any, regression_file:
     linear = backend.build(get_entry("model", "linear", "tensorflow"), {}, meta, seed=0)
     assert linear.output_shape == (None, 1)
     logs: list[dict[str, float]] = []
-    backend.session(linear, settings).fit(
-        *_streams(regression_file), 0, lambda e, v: logs.append(v)
+    fit_epochs(
+        backend.session(linear, settings),
+        *_streams(regression_file),
+        0,
+        lambda e, v: logs.append(v),
     )
     assert [set(entry) for entry in logs] == [{"loss", "val_loss"}] * 4
     assert logs[-1]["loss"] < logs[0]["loss"]
@@ -314,7 +320,7 @@ def test_mse_regression_trains_and_logs_loss_only(backend: Any, regression_file:
 def test_training_learns(backend: Any, meta: DataMeta, data_file: Path) -> None:
     logs: list[dict[str, float]] = []
     session = backend.session(_mlp(backend, meta), _settings(meta, epochs=5))
-    session.fit(*_streams(data_file), 0, lambda epoch, values: logs.append(values))
+    fit_epochs(session, *_streams(data_file), 0, lambda epoch, values: logs.append(values))
     assert logs[-1]["loss"] < logs[0]["loss"]
     assert logs[-1]["val_accuracy"] > 0.6
 
@@ -324,7 +330,7 @@ def test_every_optimizer_trains(name: str, backend: Any, meta: DataMeta, data_fi
     logs: list[dict[str, float]] = []
     settings = _settings(meta, epochs=2, name=name, weight_decay=0.01, momentum=0.9)
     session = backend.session(_mlp(backend, meta), settings)
-    session.fit(*_streams(data_file), 0, lambda epoch, values: logs.append(values))
+    fit_epochs(session, *_streams(data_file), 0, lambda epoch, values: logs.append(values))
     assert len(logs) == 2 and np.isfinite(logs[-1]["loss"])
 
 

@@ -12,6 +12,7 @@ from tasks.backends import get_backend
 from tasks.backends.base import TrainSettings, checked_objective_result
 from tasks.data.h5store import BatchStream, write_splits
 from tasks.errors import ConfigError
+from tasks.loop import fit_epochs
 from tasks.registry import Entry, get_entry
 
 
@@ -46,4 +47,6 @@ def test_torch_training_rejects_an_objective_without_loss(tmp_path: Path) -> Non
     )
     session = backend.session(model, settings)
     with pytest.raises(ConfigError, match="must return a dict with a 'loss' entry"):
-        session.fit(BatchStream(tmp_path / "d.h5", "train", 16), None, 0, lambda e, logs: None)
+        fit_epochs(
+            session, BatchStream(tmp_path / "d.h5", "train", 16), None, 0, lambda e, logs: None
+        )

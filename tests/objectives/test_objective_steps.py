@@ -11,6 +11,7 @@ import pytest
 from tasks.backends.base import TrainSettings
 from tasks.config.resolve import resolve_section
 from tasks.data.h5store import BatchStream, read_meta, write_splits
+from tasks.loop import fit_epochs
 from tasks.registry import get_entry, register_objective
 from tests.support import CONFIGS, write_yaml
 
@@ -44,7 +45,8 @@ def test_tensorflow_objective_trains_in_training_mode(tmp_path: Path) -> None:
     )  # fmt: skip
     logs: list[dict[str, float]] = []
     session = get_backend("tensorflow").session(model, settings)
-    session.fit(
+    fit_epochs(
+        session,
         BatchStream(path, "train", 32, shuffle=True, seed=0),
         BatchStream(path, "val", 32, shuffle=False),
         0,

@@ -46,6 +46,12 @@ OVERRIDES = {
     "torch": f"train.epochs={EPOCHS} train.batch_size=32 model.params.hidden=[256,256]",
     "tensorflow": f"train.epochs={EPOCHS} train.batch_size=32",
 }
+# torch chains train a scheduled, clipped, accumulated run (its state lives in the
+# checkpoint sidecars and must survive every kill).
+TRAIN_CONFIGS = {
+    "torch": "scheduler: {name: step, step_size: 2, gamma: 0.5, warmup_epochs: 1}\n"
+    "early_stopping: {patience: 100}\ngrad_clip: 1.0\naccumulate: 2\nkeep_checkpoints: 2\n",
+}
 TRIGGERS = ("startup", "after-commit", "checkpoint-write", "finishing", "final-write")
 TRIGGER_WEIGHTS = (1, 3, 4, 2, 1)
 MAX_ATTEMPTS = 6  # kills per experiment before it is run to the end
@@ -214,6 +220,10 @@ def test_kill_minus_nine_at_random_moments(
         results = tmp_path / f"chain{chain}"
         shutil.copytree(upstream(framework), results)
         args = train_args(framework, f"{OVERRIDES[framework]} train.seed={chain}")
+        if framework in TRAIN_CONFIGS:
+            config = tmp_path / f"train-{framework}.yaml"
+            config.write_text(TRAIN_CONFIGS[framework])
+            args += ["--train-config", str(config)]
         resume_from, log_offset, finished = 0, 0, False
         for attempt in range(MAX_ATTEMPTS):
             if sum(t.fired for t in trials) >= target:

@@ -41,11 +41,27 @@ def _weights(exp: Path, stem: str) -> dict[str, np.ndarray]:
     return load_weights_file(files[0])
 
 
-def _interrupted_and_resumed(framework: str, tmp_path: Path) -> tuple[Path, Path, int]:
+# A scheduled (per-step one-cycle and warm-up), clipped, accumulated run whose
+# plateau-free schedule state and early-stopping counters live in the sidecars.
+SCHEDULED = (
+    "optimizer: {name: sgd, lr: 0.05, momentum: 0.9}\n"
+    "scheduler: {name: onecycle, max_lr: 0.1, warmup_epochs: 1}\n"
+    "early_stopping: {patience: 100}\n"
+    "grad_clip: 0.5\naccumulate: 3\nkeep_checkpoints: 2\n"
+)
+
+
+def _interrupted_and_resumed(
+    framework: str, tmp_path: Path, train_config: str | None = None
+) -> tuple[Path, Path, int]:
     """Run Train once straight through and once killed after checkpoint k and rerun."""
     args = train_args(framework, OVERRIDES)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     code, out = run_luigi_to_end("BuildModel", args, straight, tmp_path / "build.log")
+    if train_config is not None:
+        config = tmp_path / "train.yaml"
+        config.write_text(train_config)
+        args = [*args, "--train-config", str(config)]
     assert code == 0, out
     shutil.copytree(straight, resumed)  # same data.h5 and initial weights for both
 
@@ -88,6 +104,20 @@ def test_torch_resume_is_bit_identical(tmp_path: Path) -> None:
     assert (straight / "model" / "best.json").read_text() == (
         resumed / "model" / "best.json"
     ).read_text()
+
+
+@pytest.mark.slow
+def test_torch_scheduled_clipped_accumulated_resume_is_bit_identical(tmp_path: Path) -> None:
+    """torch: scheduler, early-stopping, clipping and accumulation state survive a kill."""
+    straight, resumed, _ = _interrupted_and_resumed("torch", tmp_path, SCHEDULED)
+    a, b = _weights(straight, "last"), _weights(resumed, "last")
+    for name in a:
+        assert np.array_equal(a[name], b[name]), f"last:{name} differs after resume"
+    assert (straight / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
+    lrs = [line.split(",")[-1] for line in (resumed / "metrics.csv").read_text().splitlines()]
+    assert lrs[0] == "lr" and len(set(lrs[1:])) == EPOCHS  # the schedule really moved
+    for exp in (straight, resumed):
+        assert json.loads((exp / "run.json").read_text())["end_reason"] == "completed"
 
 
 @pytest.mark.slow

@@ -1,0 +1,95 @@
+"""Epoch checkpoints: ``checkpoints/epoch-NNNN.<ext>``, committed by their sidecar."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tasks.loop.callbacks.best_weights import BestWeights
+from tasks.loop.loop import Callback, Loop
+from tasks.store.atomic import atomic_path
+from tasks.store.checkpoints import checkpoint_path, commit, prune, retain
+
+__all__ = ["Checkpointing"]
+
+logger = logging.getLogger("forge")
+
+
+class Checkpointing(Callback):
+    """Saves a resumable checkpoint every ``every`` epochs, at the last and at a stop,
+    keeping the newest ``keep`` (all when None) and the best weights they refer to.
+
+    A checkpoint counts once its sidecar is written, after the checkpoint itself is fully
+    written and synced; the sidecar holds the loop's state (best so far, schedule, early
+    stopping, why training stopped), so a resumed run continues exactly, and a run that
+    stopped early stays stopped.
+
+    The state is copied when the epoch ends and written by one background thread while
+    the next epoch trains (when the session can snapshot its state); the next checkpoint,
+    and the end of training, first wait for it, so at most one write is in flight, they
+    commit in order, and a write's error surfaces there.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        suffix: str,
+        every: int,
+        best: BestWeights | None = None,
+        keep: int | None = None,
+        background: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.suffix = suffix
+        self.every = every
+        self.best = best
+        self.keep = keep
+        self.background = background
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        if not (epoch % self.every == 0 or epoch >= loop.epochs or loop.stop_reason):
+            return
+        write = loop.session.checkpoint_writer(epoch)
+        bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
+        self.wait()
+        if not (self.background and loop.session.snapshots):
+            self._commit(write, epoch, bookkeeping)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="forge-checkpoint")
+        self._pending = self._pool.submit(self._commit, write, epoch, bookkeeping)
+
+    def _commit(
+        self, write: Callable[[Path], None], epoch: int, bookkeeping: dict[str, Any]
+    ) -> None:
+        with atomic_path(checkpoint_path(self.directory, epoch, self.suffix)) as tmp:
+            write(tmp)
+        commit(self.directory, epoch, self.suffix, bookkeeping)
+        keep_best = bookkeeping.get("best_epoch")
+        if self.keep is not None:
+            keep_best = retain(self.directory, self.keep)
+        prune(self.directory, keep_best=keep_best)
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written is committed; raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def on_train_end(self, loop: Loop) -> None:
+        self.wait()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        except Exception as err:  # training already failed; that error is the one reported
+            logger.warning("the last checkpoint could not be written: %s", err)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None

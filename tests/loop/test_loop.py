@@ -1,0 +1,265 @@
+"""The shared loop and its callbacks, driven by a tiny numpy session (no framework)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.backends.base import TrainSession, TrainSettings
+from tasks.data.h5store import BatchStream, read_meta, write_splits
+from tasks.errors import ConfigError, TrainingDivergedError
+from tasks.loop import Callback, Loop, fit_epochs
+from tasks.loop.callbacks import Checkpointing, EarlyStopping, LRSchedule, Progress, SearchStop
+from tasks.loop.schedules import Warmup, cosine, exponential, onecycle, plateau, step
+from tasks.store.checkpoints import committed
+
+
+class LinearSession(TrainSession):
+    """Least squares ``y ≈ x @ w`` by SGD in numpy: a session with no framework."""
+
+    def __init__(self, settings: TrainSettings, blow_up_at: int | None = None) -> None:
+        self.settings = settings
+        self.model = None
+        self.w = np.zeros(2)
+        self.lr = float(settings.optimizer["lr"])
+        self.grad = np.zeros(2)
+        self.steps = 0
+        self.blow_up_at = blow_up_at
+        self.lrs: list[float] = []
+
+    def _loss(self, batch: Mapping[str, np.ndarray]) -> tuple[float, np.ndarray]:
+        x, y = batch["x"].astype(np.float64), batch["y"].astype(np.float64)
+        err = x @ self.w - y
+        return float(np.mean(err**2)), 2 * x.T @ err / len(y)
+
+    def train_step(
+        self, batch: Mapping[str, np.ndarray], weight: float = 1.0, apply: bool = True
+    ) -> Mapping[str, Any]:
+        loss, grad = self._loss(batch)
+        self.grad += weight * grad
+        if apply:
+            self.w -= self.lr * self.grad
+            self.grad[:] = 0
+            self.steps += 1
+            self.lrs.append(self.lr)
+        if self.blow_up_at is not None and self.steps >= self.blow_up_at:
+            loss = math.inf
+        return {"loss": np.float64(loss)}
+
+    def eval_step(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        return {"loss": np.float64(self._loss(batch)[0])}
+
+    def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def learning_rate(self) -> float:
+        return self.lr
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.lr = lr
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        np.save(path.with_suffix(".npy"), self.w)
+        path.write_bytes(path.with_suffix(".npy").read_bytes())
+
+    def load_checkpoint(self, path: Path) -> int:
+        return int(path.name[6:10])
+
+    def save_weights(self, path: Path) -> None:
+        path.write_bytes(self.w.tobytes())
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 2)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0])).astype(np.float32)
+    path = tmp_path_factory.mktemp("loop") / "data.h5"
+    write_splits(path, {"x": x, "y": y}, {"val": 0.2, "test": 0.1, "seed": 0}, {}, "loop test")
+    return path
+
+
+def _ignore(epoch: int, logs: dict[str, float]) -> None:
+    """An epoch callback that does nothing."""
+
+
+def _settings(path: Path, epochs: int = 4, lr: float = 0.05, **extra: Any) -> TrainSettings:
+    return TrainSettings(
+        epochs=epochs,
+        batch_size=10,
+        optimizer={"name": "sgd", "lr": lr},
+        loss="mse",
+        seed=0,
+        device="cpu",
+        objective=None,
+        meta=read_meta(path),
+        **extra,
+    )
+
+
+def _streams(path: Path, batch: int = 10) -> tuple[BatchStream, BatchStream]:
+    return (
+        BatchStream(path, "train", batch, shuffle=False),
+        BatchStream(path, "val", batch, shuffle=False),
+    )
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(data_file: Path) -> None:
+    # 70 training rows: batches of 20 are 20,20,20,10; of 10 grouped by 2 the same rows.
+    full = LinearSession(_settings(data_file))
+    fit_epochs(full, BatchStream(data_file, "train", 20, shuffle=False), None, 0, _ignore)
+    halves = LinearSession(_settings(data_file, accumulate=2))
+    fit_epochs(halves, BatchStream(data_file, "train", 10, shuffle=False), None, 0, _ignore)
+    assert halves.steps == full.steps == 4 * 4
+    np.testing.assert_allclose(halves.w, full.w, rtol=1e-12)
+    plain = LinearSession(_settings(data_file))
+    fit_epochs(plain, BatchStream(data_file, "train", 10, shuffle=False), None, 0, _ignore)
+    assert not np.allclose(plain.w, full.w)  # the control: without grouping it differs
+
+
+def test_logs_are_row_weighted_means_and_val_is_prefixed(data_file: Path) -> None:
+    logs: list[dict[str, float]] = []
+    session = LinearSession(_settings(data_file, epochs=2, lr=0.0))
+    train, val = _streams(data_file)
+    fit_epochs(session, train, val, 0, lambda e, values: logs.append(values))
+    assert [set(row) for row in logs] == [{"loss", "val_loss"}] * 2
+    x, y = (
+        np.concatenate([b["x"] for b in val.epoch(1)]),
+        np.concatenate([b["y"] for b in val.epoch(1)]),
+    )
+    assert logs[0]["val_loss"] == pytest.approx(float(np.mean(y.astype(np.float64) ** 2)))
+    assert len(x) == val.rows
+
+
+def test_a_non_finite_epoch_stops_before_any_callback_sees_it(data_file: Path) -> None:
+    seen: list[int] = []
+
+    class Record(Callback):
+        def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+            seen.append(epoch)
+
+    session = LinearSession(_settings(data_file), blow_up_at=9)  # 7 steps per epoch
+    with pytest.raises(TrainingDivergedError, match="diverged at epoch 2: metric 'loss'"):
+        fit_epochs(session, *_streams(data_file), 0, _ignore, [Record()])
+    assert seen == [1]
+
+
+def test_early_stopping_stops_and_its_state_round_trips(data_file: Path) -> None:
+    stopper = EarlyStopping("val_loss", "min", patience=2, min_delta=1e9)
+    loop = fit_epochs(
+        LinearSession(_settings(data_file, epochs=10)), *_streams(data_file), 0,
+        _ignore, [stopper],
+    )  # fmt: skip
+    # Epoch 1 sets the best; no later epoch beats it by 1e9: stop after 2 more.
+    assert (loop.end_reason, loop.epoch) == ("early_stopping", 3)
+    again = EarlyStopping("val_loss", "min", patience=2)
+    again.load_state(stopper.state())
+    assert again.state() == stopper.state()
+    with pytest.raises(ConfigError, match="early_stopping.monitor"):
+        fit_epochs(
+            LinearSession(_settings(data_file)), *_streams(data_file), 0, _ignore,
+            [EarlyStopping("val_accuracy", "max", 1)],
+        )  # fmt: skip
+
+
+def test_a_stopped_run_stays_stopped_after_resume(data_file: Path, tmp_path: Path) -> None:
+    session = LinearSession(_settings(data_file, epochs=6))
+    train, val = _streams(data_file)
+    hook = SearchStop(lambda epoch, logs: "halved" if epoch == 2 else None)
+    loop = Loop(session, train, val, 6, [hook, Checkpointing(tmp_path, ".ckpt", every=5)])
+    loop.run()
+    assert (loop.end_reason, loop.epoch, hook.reason) == ("stopped", 2, "halved")
+    info = committed(tmp_path)[-1]
+    assert info.epoch == 2  # a stop is checkpointed even between checkpoint_every epochs
+    resumed = Loop(LinearSession(_settings(data_file, epochs=6)), train, val, 6, [],
+                   start_epoch=info.epoch)  # fmt: skip
+    resumed.load_state(info.loop)
+    resumed.run()
+    assert (resumed.end_reason, resumed.epoch) == ("stopped", 2)
+
+
+def test_keep_checkpoints_keeps_the_newest(data_file: Path, tmp_path: Path) -> None:
+    session = LinearSession(_settings(data_file, epochs=5))
+    loop = Loop(session, *_streams(data_file), 5, [Checkpointing(tmp_path, ".ckpt", 1, keep=2)])
+    loop.run()
+    assert [info.epoch for info in committed(tmp_path)] == [4, 5]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch-*")) == [
+        "epoch-0004.ckpt", "epoch-0004.json", "epoch-0005.ckpt", "epoch-0005.json",
+    ]  # fmt: skip
+
+
+def test_schedules_follow_their_torch_counterparts() -> None:
+    assert [step(1.0, step_size=2, gamma=0.5).lr(e, 0) for e in range(5)] == [
+        1.0, 1.0, 0.5, 0.5, 0.25,
+    ]  # fmt: skip
+    assert exponential(2.0, gamma=0.5).lr(3, 0) == 0.25
+    cos = cosine(1.0, epochs=4, eta_min=0.1)
+    assert cos.lr(0, 0) == 1.0 and cos.lr(4, 0) == pytest.approx(0.1)
+    assert cos.lr(2, 0) == pytest.approx(0.55)
+    one = onecycle(0.1, epochs=2, steps_per_epoch=10, max_lr=1.0)
+    lrs = [one.lr(e, s) for e in range(2) for s in range(10)]
+    assert lrs[0] == pytest.approx(1.0 / 25) and max(lrs) == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(1.0 / 25 / 1e4) and one.per_step
+    warm = Warmup(step(1.0, step_size=1, gamma=0.5), 2)
+    assert [warm.lr(e, 0) for e in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5])
+
+
+def test_plateau_lowers_the_rate_and_resumes_where_it_was() -> None:
+    sched = plateau(1.0, "val_loss", "min", factor=0.5, patience=1)
+    for epoch, value in enumerate([1.0, 2.0, 2.0], start=1):
+        sched.observe(epoch, {"val_loss": value})
+    assert sched.lr(3, 0) == 0.5  # two bad epochs > patience 1: halved, counter reset
+    again = plateau(1.0, "val_loss", "min", factor=0.5, patience=1)
+    again.load_state(sched.state())
+    assert again.lr(3, 0) == 0.5 and again.state() == sched.state()
+    for sch in (sched, again):
+        sch.observe(4, {"val_loss": 2.0})
+        sch.observe(5, {"val_loss": 2.0})
+    assert sched.lr(5, 0) == again.lr(5, 0) == 0.25
+
+
+def test_lr_schedule_sets_the_rate_per_epoch_and_per_step(data_file: Path) -> None:
+    session = LinearSession(_settings(data_file, epochs=3, lr=1.0))
+    fit_epochs(session, *_streams(data_file), 0, _ignore,
+               [LRSchedule(step(1.0, step_size=1, gamma=0.1))])  # fmt: skip
+    assert sorted(set(session.lrs), reverse=True) == pytest.approx([1.0, 0.1, 0.01])
+    session = LinearSession(_settings(data_file, epochs=1, lr=1.0, accumulate=2))
+    fit_epochs(session, *_streams(data_file), 0, _ignore,
+               [LRSchedule(onecycle(1.0, epochs=1, steps_per_epoch=4), accumulate=2)])  # fmt: skip
+    assert len(session.lrs) == 4 and len(set(session.lrs)) == 4
+
+
+class Reporter:
+    """What Luigi's task offers the visualiser, recorded."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.percentages: list[float] = []
+
+    def set_status_message(self, message: str) -> None:
+        self.messages.append(message)
+
+    def set_progress_percentage(self, percentage: float) -> None:
+        self.percentages.append(percentage)
+
+
+@pytest.mark.parametrize("interactive", [True, False], ids=["terminal", "log"])
+def test_progress_shows_a_batch_bar_only_on_a_terminal(
+    interactive: bool, data_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reporter = Reporter()
+    bar = Progress(reporter, "exp", interactive=interactive)
+    fit_epochs(LinearSession(_settings(data_file, epochs=2)), *_streams(data_file), 0, _ignore,
+               [bar])  # fmt: skip
+    assert reporter.percentages == [50.0, 100.0]
+    assert reporter.messages[-1].startswith("epoch 2/2: loss=")
+    err = capsys.readouterr().err
+    if interactive:
+        assert "exp epoch 2/2" in err and "7/7" in err and "batch/s" in err
+    else:
+        assert err == ""

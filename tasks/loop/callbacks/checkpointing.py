@@ -52,6 +52,8 @@ class Checkpointing(Callback):
         self._pending: Future[None] | None = None
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        if self._pending is not None and self._pending.done():
+            self.wait()  # a failed background write stops training at the next epoch end
         if not (epoch % self.every == 0 or epoch >= loop.epochs or loop.stop_reason):
             return
         write = loop.session.checkpoint_writer(epoch)
@@ -87,8 +89,11 @@ class Checkpointing(Callback):
     def close(self) -> None:
         try:
             self.wait()
-        except Exception as err:  # training already failed; that error is the one reported
-            logger.warning("the last checkpoint could not be written: %s", err)
+        except Exception as err:
+            # Training already failed and that error is the one reported; this one is
+            # usually its echo (a full disk). Only at DEBUG: logging it to train.log on a
+            # full disk would print a second traceback.
+            logger.debug("the last checkpoint could not be written either: %s", err)
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)

@@ -89,11 +89,16 @@ def build_rows(
     return rows
 
 
-def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[str, Any]) -> str:
-    """Write ``summary.csv``, ``summary.json`` and ``summary.txt``; return the text table."""
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every key of ``rows``, in first-seen order."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
+    return columns
+
+
+def _csv_text(rows: Sequence[Mapping[str, Any]], columns: list[str]) -> io.StringIO:
+    """``rows`` as CSV (non-scalar cells as JSON) in a buffer."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
@@ -101,6 +106,13 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
         writer.writerow(
             {k: v if isinstance(v, str | int | float) else dumps_json(v) for k, v in row.items()}
         )
+    return buffer
+
+
+def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[str, Any]) -> str:
+    """Write ``summary.csv``, ``summary.json`` and ``summary.txt``; return the text table."""
+    columns = _columns(rows)
+    buffer = _csv_text(rows, columns)
     atomic_write_text(directory / SUMMARY_CSV, buffer.getvalue())
     atomic_write_text(directory / SUMMARY_JSON, json_text({**header, "experiments": rows}))
     shown = [c for c in columns if c not in ("data", "model", "train", "eval", "error")]
@@ -159,16 +171,8 @@ def write_search_summary(
 ) -> str:
     """Write a search's ``summary.csv/json/txt`` (one row per trial, best first)."""
     rows = search_rows(trials, search.direction)
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: v if isinstance(v, str | int | float) else dumps_json(v) for k, v in row.items()}
-        )
+    columns = _columns(rows)
+    buffer = _csv_text(rows, columns)
     info = {
         **header,
         "metric": search.metric,

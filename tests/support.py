@@ -5,6 +5,7 @@ Imported as ``tests.support``; fixtures live in the ``conftest.py`` files.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +21,16 @@ CONFIGS = REPO / "configs"
 
 FRAMEWORKS = [
     pytest.param("torch", id="torch"),
-    pytest.param("tensorflow", id="tensorflow", marks=pytest.mark.tensorflow),
+    pytest.param(
+        "tensorflow",
+        id="tensorflow",
+        marks=[
+            pytest.mark.tensorflow,
+            pytest.mark.skipif(
+                importlib.util.find_spec("tensorflow") is None, reason="TensorFlow not installed"
+            ),
+        ],
+    ),
 ]
 MODEL_CONFIGS = {
     "torch": CONFIGS / "model" / "mlp_torch.yaml",

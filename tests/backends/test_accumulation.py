@@ -3,7 +3,6 @@ weights as batch_size 64 (SGD, no shuffle, no dropout), to float tolerance."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,7 @@ from tasks.backends.base import TrainSettings
 from tasks.data.h5store import BatchStream, DataMeta, read_meta, write_splits
 from tasks.loop import fit_epochs
 from tasks.registry import get_entry
-
-FRAMEWORKS = [
-    pytest.param("torch", id="torch"),
-    pytest.param(
-        "tensorflow",
-        id="tensorflow",
-        marks=[
-            pytest.mark.tensorflow,
-            pytest.mark.skipif(
-                importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow"
-            ),
-        ],
-    ),
-]
+from tests.support import FRAMEWORKS
 
 
 @pytest.fixture(scope="module")

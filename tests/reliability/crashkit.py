@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,12 +33,6 @@ def tensorflow_available() -> bool:
         MODEL_CONFIGS["tensorflow"].is_file()
         and (REPO / "tasks" / "backends" / "_tensorflow.py").is_file()
     )
-
-
-def luigi_command() -> list[str]:
-    """The ``luigi`` console script of the Python running the tests."""
-    script = Path(sys.executable).with_name("luigi")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "luigi"]
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -24,23 +24,11 @@ from tests.reliability.crashkit import (
     luigi_argv,
     start_luigi,
     temp_entries,
-    tensorflow_available,
     train_args,
     wait_until,
 )
-from tests.support import REPO
+from tests.support import FRAMEWORKS, REPO
 
-FRAMEWORKS = [
-    pytest.param("torch", id="torch"),
-    pytest.param(
-        "tensorflow",
-        id="tensorflow",
-        marks=[
-            pytest.mark.tensorflow,
-            pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow backend missing"),
-        ],
-    ),
-]
 SIZE = "16m"
 OVERRIDES = "train.epochs=2"
 # What a complete step folder must hold, by the file names it is made of.

@@ -21,23 +21,12 @@ from tests.reliability.crashkit import (
     metric_epochs,
     run_luigi_to_end,
     start_luigi,
-    tensorflow_available,
     train_args,
     wait_until,
 )
+from tests.support import FRAMEWORKS
 
 EPOCHS = 6
-FRAMEWORKS = [
-    pytest.param("torch", id="torch"),
-    pytest.param(
-        "tensorflow",
-        id="tensorflow",
-        marks=[
-            pytest.mark.tensorflow,
-            pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow backend missing"),
-        ],
-    ),
-]
 
 
 def logged_steps(logdir: Path, tag: str = "loss") -> list[int]:

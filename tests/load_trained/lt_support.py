@@ -57,7 +57,8 @@ def tiny_tf(input_shape, num_classes, width: int = 16):
     )
 '''
 
-QUICK = ("--overrides", "train.epochs=2")
+# Keep both epochs' checkpoints: the tests load and tamper with epoch 1's.
+QUICK = ("--overrides", "train.epochs=2 train.keep_checkpoints=2")
 
 
 @dataclass

@@ -197,7 +197,7 @@ def test_from_configs_finds_the_trained_experiment(trained: Trained) -> None:
     exp = LoadTrained.from_configs(
         data_config=trained.configs / "digits.yaml",
         model_config=trained.configs / f"mlp_{trained.framework}.yaml",
-        overrides="train.epochs=2",
+        overrides="train.epochs=2 train.keep_checkpoints=2",
         results_dir=trained.results,
     )
     assert exp.directory == trained.builtin.resolve()

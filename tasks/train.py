@@ -67,9 +67,18 @@ __all__ = ["Train"]
 logger = logging.getLogger("forge")
 
 
+class _TrainLogHandler(logging.FileHandler):
+    """``train.log``: a copy of the run's log. When it cannot be written (a full disk) it
+    stops quietly: the error that matters is reported on the console once, and logging's
+    default would print a traceback for every message after it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.setLevel(logging.CRITICAL + 1)
+
+
 @contextlib.contextmanager
 def _log_to(path: Path) -> Iterator[None]:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _TrainLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -82,7 +91,8 @@ def _log_to(path: Path) -> Iterator[None]:
     finally:
         forge_logger.setLevel(old_level)
         root.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # flushing the last lines to a full disk
+            handler.close()
 
 
 def _log_attempt(directory: Path, run: dict[str, Any]) -> None:

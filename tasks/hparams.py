@@ -9,7 +9,6 @@ and imports no framework.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.store.atomic import atomic_path
+from tasks.store.jsonio import dumps_json
 from tasks.store.metrics_log import read_metrics
 from tasks.store.records import BestRecord
 from tasks.store.summary import flatten
@@ -36,7 +36,7 @@ def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | int | float | s
         if isinstance(value, bool | int | float | str):
             values[key] = value
         else:
-            values[key] = json.dumps(value, separators=(",", ":"))
+            values[key] = dumps_json(value, separators=(",", ":"))
     return values
 
 

@@ -100,7 +100,7 @@ def _build(task: luigi.Task) -> None:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     """Synthesize N finished experiments and chains, then time both no-op builds."""
-    import tasks.base
+    from tasks.config.resolve import clear_resolution_memo
 
     n, repeats = (100, 3) if quick else (1000, 7)
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp:
@@ -112,7 +112,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         logging.getLogger("luigi-interface").setLevel(logging.WARNING)
 
         def forge_side() -> float:
-            tasks.base._resolve_cache.clear()
+            clear_resolution_memo()
             luigi.task_register.Register.clear_instance_cache()
             return timed(lambda: _build(_AllEvaluates(configs=configs, results=str(results), n=n)))
 

@@ -41,6 +41,7 @@ __all__ = [
     "Resolved",
     "digest_of",
     "format_overrides",
+    "clear_resolution_memo",
     "format_validation_error",
     "parse_overrides",
     "resolve_section",
@@ -385,6 +386,11 @@ def _resolve_one(
 
 
 _memo: dict[tuple[Any, ...], Resolved] = {}
+
+
+def clear_resolution_memo() -> None:
+    """Forget every resolved section (a cold start, as a benchmark wants to measure)."""
+    _memo.clear()
 
 
 def resolve_sections(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -330,26 +330,33 @@ def report(
 TagsArg = Annotated[list[str], typer.Argument(help="Tags (letters, digits, _ . : + / -).")]
 
 
+def _retag(
+    experiment: str,
+    results_dir: Path | None,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+) -> None:
+    """Add or remove tags and print the experiment's tags after."""
+    from tasks.store.annotations import annotate
+
+    directory = find_experiment(experiment, results_dir)
+    record = annotate(directory, add=add, remove=remove)
+    typer.echo(f"{directory.name}: tags {', '.join(record.tags) or '(none)'}")
+
+
 @app.command()
 @_friendly
 def tag(experiment: ExpArg, tags: TagsArg, results_dir: ResultsOpt = None) -> None:
     """Tag an experiment (tags never change its identity or rerun a step)."""
-    from tasks.store.annotations import annotate
-
-    directory = find_experiment(experiment, results_dir)
-    record = annotate(directory, add=tags)
-    typer.echo(f"{directory.name}: tags {', '.join(record.tags) or '(none)'}")
+    _retag(experiment, results_dir, add=tags)
 
 
 @app.command()
 @_friendly
 def untag(experiment: ExpArg, tags: TagsArg, results_dir: ResultsOpt = None) -> None:
     """Remove tags from an experiment (tags it does not have are ignored)."""
-    from tasks.store.annotations import annotate
-
-    directory = find_experiment(experiment, results_dir)
-    record = annotate(directory, remove=tags)
-    typer.echo(f"{directory.name}: tags {', '.join(record.tags) or '(none)'}")
+    _retag(experiment, results_dir, remove=tags)
 
 
 @app.command()

@@ -80,7 +80,9 @@ class Evaluate(EvalParams, ForgeTask):
         device = backend.resolve_device(experiment.config["train"]["device"])
         stream = BatchStream(experiment.data_file, cfg["split"], cfg["batch_size"], shuffle=False)
         outputs = backend.predict(model, stream.epoch(0), device, experiment.inputs)
-        arrays = read_split(experiment.data_file, cfg["split"])
+        # Metrics get the split read-only (shared with the stream): a metric that changed
+        # it would change what the next metric sees.
+        arrays = stream.whole() or read_split(experiment.data_file, cfg["split"])
         metrics: dict[str, float] = {}
         code: dict[str, Any] = {"metrics": {}}
         objective_name = experiment.config["model"].get("objective")

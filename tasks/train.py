@@ -314,8 +314,9 @@ class Train(TrainParams, ForgeTask):
         if train_cfg["scheduler"] is not None:
             steps = -(-len(train_stream) // settings.accumulate)
             callbacks.append(LRSchedule(self._schedule(steps), settings.accumulate))
+        metrics_csv = MetricsCsv(directory / METRICS_FILE)
         callbacks += [
-            MetricsCsv(directory / METRICS_FILE),
+            metrics_csv,
             TensorBoard(
                 backend.scalar_writer(directory / TENSORBOARD_DIR, resume_after=resumed.epoch)
             ),
@@ -341,6 +342,7 @@ class Train(TrainParams, ForgeTask):
                 train_cfg["checkpoint_every"],
                 best,
                 keep=train_cfg["keep_checkpoints"],
+                before_commit=[metrics_csv.sync],
             ),
             Progress(self, directory.name),
         ]

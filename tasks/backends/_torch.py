@@ -269,6 +269,20 @@ class _TorchSession(TrainSession):
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         _save_state(self._state(epoch), path)
 
+    def weights_writer(self) -> Callable[[Path], None] | None:
+        try:  # what save_model does first: tied weights are stored once
+            from safetensors.torch import _remove_duplicate_names, save_file
+        except ImportError:  # a safetensors without it: the caller writes at once
+            return None
+        state = self.model.state_dict()
+        metadata: dict[str, str] = {}
+        for kept, removed in _remove_duplicate_names(state).items():
+            for name in removed:
+                metadata[name] = kept
+                del state[name]
+        copies = {k: v.detach().contiguous().clone() for k, v in state.items()}
+        return lambda path: save_file(copies, str(path), metadata=metadata or None)
+
     def load_checkpoint(self, path: Path) -> int:
         state = _safe_torch_load(path, self.settings.device)
         self.model.load_state_dict(state["model"])

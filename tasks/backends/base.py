@@ -302,6 +302,13 @@ class TrainSession(ABC):
 
     snapshots = False  # whether checkpoint_writer really copies (safe in the background)
 
+    def weights_writer(self) -> Callable[[Path], None] | None:
+        """A copy of the weights :meth:`save_weights` writes, taken now, and the function
+        that writes them later from another thread; None when the backend cannot copy
+        them (the caller then writes at once).
+        """
+        return None
+
     @abstractmethod
     def save_checkpoint(self, path: Path, epoch: int) -> None:
         """Write model, optimizer and RNG state to ``path`` (a temporary name)."""

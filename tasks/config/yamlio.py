@@ -107,6 +107,15 @@ class _Dumper(yaml.SafeDumper):
     """SafeDumper whose quoting follows Forge's loaders."""
 
 
+# libyaml's emitter writes the same text several times faster (every step stores its
+# resolved config); the representer and the quoting rules stay PyYAML's own.
+_FastDumper: Any = (
+    _use_forge_scalars(type("_FastDumper", (yaml.CSafeDumper,), {}))
+    if hasattr(yaml, "CSafeDumper")
+    else _Dumper
+)
+
+
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -242,4 +251,4 @@ def dump_yaml(data: Any) -> str:
 
     Non-ASCII characters are escaped, so that every string reads back unchanged.
     """
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=_FastDumper, sort_keys=False, default_flow_style=False)

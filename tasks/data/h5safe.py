@@ -12,17 +12,23 @@ single array is read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from tasks.errors import CorruptArtifactError
 
-__all__ = ["check_hdf5", "open_checked"]
+__all__ = ["check_hdf5", "file_version", "open_checked"]
 
 # HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset) and h5py's
 # own LZF: none of them needs a plugin library to be loaded.
 _BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 _MAX_OBJECTS = 100_000
+# File versions (see file_version) this process has walked and accepted. A sweep worker
+# opens the same data.h5 several times per experiment; any write to the file changes its
+# version, so a changed file is walked again.
+_accepted: set[tuple[int, ...]] = set()
+_MAX_ACCEPTED = 4096
 
 
 def _refuse(path: Path, name: str, why: str) -> CorruptArtifactError:
@@ -74,6 +80,27 @@ def check_hdf5(fh: Any, path: Path) -> None:
                 pending.append((f"{name}/", item))
 
 
+def file_version(stat: os.stat_result) -> tuple[int, ...]:
+    """What identifies one version of a file's bytes: device, inode, size, mtime and ctime.
+
+    Any write changes the modification time and the inode change time, and the latter
+    cannot be set back by a user, so a file rewritten in place (or replaced by another
+    file) never matches the version taken before.
+    """
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def open_version(fh: Any) -> tuple[int, ...] | None:
+    """The :func:`file_version` of an open ``h5py.File`` (None for a non-POSIX driver)."""
+    try:
+        handle = fh.id.get_vfd_handle()
+    except Exception:  # drivers without a file descriptor (core, family, ...)
+        return None
+    if not isinstance(handle, int):
+        return None
+    return file_version(os.fstat(handle))
+
+
 def open_checked(path: Path | str) -> Any:
     """Open ``path`` read-only as HDF5 after :func:`check_hdf5` accepted it.
 
@@ -95,7 +122,15 @@ def open_checked(path: Path | str) -> Any:
             f"HDF5 file {path} cannot be opened (missing, truncated or not HDF5): {err}"
         ) from err
     try:
-        check_hdf5(fh, path)
+        # The version of the file this handle reads (fstat of its descriptor, not of the
+        # path, so a file swapped in between is not mistaken for the one walked before).
+        version = open_version(fh)
+        if version is None or version not in _accepted:
+            check_hdf5(fh, path)
+            if version is not None:
+                if len(_accepted) >= _MAX_ACCEPTED:
+                    _accepted.clear()
+                _accepted.add(version)
     except BaseException:
         fh.close()
         raise

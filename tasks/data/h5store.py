@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.checks import check_split_rows
-from tasks.data.h5safe import open_checked
+from tasks.data.h5safe import open_checked, open_version
 from tasks.errors import DataError
 from tasks.store.atomic import reserve_space
 from tasks.store.jsonio import dumps_json
@@ -33,6 +33,13 @@ __all__ = [
     "reserve_hdf5",
     "write_splits",
 ]
+
+# Splits read whole by BatchStream, shared within a process: a sweep worker trains many
+# experiments on one data.h5 and would otherwise read the same split for every one. Keyed
+# by the file's version (a rewritten file is read again), the arrays are read-only, and
+# the least recently used are dropped beyond _SHARED_BYTES.
+_shared: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
+_SHARED_BYTES = 512 << 20
 
 # HDF5's own bytes besides the arrays: superblock, object headers, chunk indexes.
 _HDF5_OVERHEAD = 256 * 1024
@@ -253,16 +260,43 @@ def read_meta(path: Path) -> DataMeta:
 
 def read_split(path: Path, split: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Load one split's arrays fully into memory (for evaluation and inspection)."""
+    with open_checked(path) as fh:
+        group = fh[split]
+        return _read_group(group, names or list(group))
+
+
+def _read_group(group: Any, names: list[str]) -> dict[str, np.ndarray]:
     import numpy as np
 
     arrays = {}
-    with open_checked(path) as fh:
-        group = fh[split]
-        for name in names or list(group):
-            dataset = group[name]
-            arrays[name] = np.empty(dataset.shape, dataset.dtype)
-            if arrays[name].size:  # straight into the array, without an intermediate copy
-                dataset.read_direct(arrays[name])
+    for name in names:
+        dataset = group[name]
+        arrays[name] = np.empty(dataset.shape, dataset.dtype)
+        if arrays[name].size:  # straight into the array, without an intermediate copy
+            dataset.read_direct(arrays[name])
+    return arrays
+
+
+def _shared_split(fh: Any, split: str, names: list[str]) -> dict[str, np.ndarray]:
+    """``split``'s arrays from the open ``fh``, read once per file version and process."""
+    version = open_version(fh)
+    key = (version, split, tuple(names))
+    if version is not None and key in _shared:
+        _shared[key] = _shared.pop(key)  # most recently used last
+        return _shared[key]
+    arrays = _read_group(fh[split], names)
+    size = sum(a.nbytes for a in arrays.values())
+    if version is None or size > _SHARED_BYTES:
+        return arrays
+    for array in arrays.values():
+        array.flags.writeable = False  # shared: nobody may change another run's data
+    while (
+        _shared
+        and size + sum(a.nbytes for entry in _shared.values() for a in entry.values())
+        > _SHARED_BYTES
+    ):
+        _shared.pop(next(iter(_shared)))
+    _shared[key] = arrays
     return arrays
 
 
@@ -301,13 +335,20 @@ class BatchStream:
                 int(np.prod(group[k].shape[1:], dtype=np.int64)) * group[k].dtype.itemsize
                 for k in self.names
             )
-        self.block_rows = max(batch_size, buffer_bytes // max(1, row_bytes))
-        self._cache: dict[str, np.ndarray] | None = None
-        if self.rows <= self.block_rows:
-            self._cache = read_split(self.path, split, self.names)
+            self.block_rows = max(batch_size, buffer_bytes // max(1, row_bytes))
+            self._cache: dict[str, np.ndarray] | None = None
+            if self.rows <= self.block_rows:
+                self._cache = _shared_split(fh, split, self.names)
 
     def __len__(self) -> int:
         return -(-self.rows // self.batch_size)
+
+    def whole(self) -> dict[str, np.ndarray] | None:
+        """The whole split when it was read at once (within the budget), else None.
+
+        The arrays may be shared with other streams of this process: they are read-only.
+        """
+        return self._cache
 
     def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         """Yield the batches of ``epoch`` (dicts of numpy arrays)."""
@@ -348,8 +389,10 @@ class BatchStream:
         self, arrays: dict[str, np.ndarray], rng: np.random.Generator, reused: bool = False
     ) -> Iterator[dict[str, np.ndarray]]:
         """Batches of ``arrays``; ``reused``: the arrays are a buffer that will be refilled,
-        so unshuffled batches (views) are copied before they are handed out."""
+        so unshuffled batches (views) are copied before they are handed out, as are views
+        of the read-only shared split (a consumer may write into its batch)."""
         n = len(arrays[self.names[0]])
+        reused = reused or not all(v.flags.writeable for v in arrays.values())
         order = rng.permutation(n) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             if order is None:

@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write_text",
     "clean_leftovers",
     "current_umask",
+    "fsync_dir",
     "honour_umask",
     "reserve_space",
     "storage_error",
@@ -175,7 +176,8 @@ def _tmp_name(dest: Path) -> Path:
     return dest.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dest.name}")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` (a new or renamed file) durable; best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -203,7 +205,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
             if tmp.exists():
                 honour_umask(tmp)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         finally:
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -234,7 +236,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.store.atomic import atomic_write_text, storage_errors
+from tasks.store.atomic import atomic_write_text, fsync_dir, storage_errors
 from tasks.store.records import MISSING, read_stored_bytes
 
 __all__ = ["MetricsLog", "read_metrics", "read_metrics_checked"]
@@ -61,6 +61,7 @@ class MetricsLog:
         rows = [r for r in read_metrics(path) if r.get("epoch", 0) <= resume_after]
         self.columns: list[str] | None = list(rows[0]) if rows else None
         self.rows = rows
+        self._entry_synced = False
         if self.columns is not None:
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=self.columns)
@@ -82,9 +83,26 @@ class MetricsLog:
                 if new_file:
                     writer.writeheader()
                 writer.writerow({k: _fmt(k, row.get(k)) for k in self.columns})
-                fh.flush()
-                os.fsync(fh.fileno())
         self.rows.append(row)
+
+    def sync(self) -> None:
+        """fsync the rows appended so far (and the folder entry of a new file).
+
+        Appending does not sync: a row only has to be durable once a checkpoint covering
+        its epoch commits (a resumed run trims the rows after its checkpoint) or training
+        ends, and the checkpoint thread calls this before it commits.
+        """
+        if self.columns is None:
+            return
+        with storage_errors(str(self.path)):
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not self._entry_synced:
+                fsync_dir(self.path.parent)
+                self._entry_synced = True
 
 
 def _fmt(key: str, value: float | None) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tasks.config.yamlio import MAX_ALIASES, load_yaml_file
+from tasks.config.yamlio import MAX_ALIASES, dump_yaml, load_yaml_file, parse_yaml_value
 from tasks.errors import ConfigError
 from tests.support import write_yaml
 
@@ -48,3 +52,32 @@ def test_unusable_files_get_one_clear_error(tmp_path: Path, text: str, match: st
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_yaml_file(tmp_path / "nope.yaml")
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["1e-05", ".nan", "yes", "~", "0x1F", "1:30", "2020-01-01", "- a", "a: b"]),
+)
+_configs = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(st.text(max_size=8), _configs, max_size=6))
+def test_stored_config_text_is_pyyamls_and_reads_back(data: dict[str, Any]) -> None:
+    """What dump_yaml stores (libyaml's emitter) is ASCII and reads back as the same data
+    (NaN compared as NaN), for any plain config: line-break look-alikes (NEL, U+2028),
+    strings that look like numbers, dates or nulls, empty keys."""
+    text = dump_yaml(data)
+    assert text.isascii()
+    back = parse_yaml_value(text, where="test") if data else {}
+    assert json.dumps(back, sort_keys=True) == json.dumps(data, sort_keys=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,19 @@ from tasks.backends.base import TrainSession, TrainSettings
 from tasks.data.h5store import BatchStream, read_meta, write_splits
 from tasks.errors import ConfigError, TrainingDivergedError
 from tasks.loop import Callback, Loop, fit_epochs
-from tasks.loop.callbacks import Checkpointing, EarlyStopping, LRSchedule, Progress, SearchStop
+from tasks.loop.callbacks import (
+    BestWeights,
+    Checkpointing,
+    EarlyStopping,
+    LRSchedule,
+    MetricsCsv,
+    Progress,
+    SearchStop,
+)
 from tasks.loop.schedules import Warmup, cosine, exponential, onecycle, plateau, step
-from tasks.store.checkpoints import committed
+from tasks.store.checkpoints import best_path, committed
+from tasks.store.metrics_log import read_metrics
+from tasks.store.records import BestRecord
 
 
 class LinearSession(TrainSession):
@@ -263,3 +274,95 @@ def test_progress_shows_a_batch_bar_only_on_a_terminal(
         assert "exp epoch 2/2" in err and "7/7" in err and "batch/s" in err
     else:
         assert err == ""
+
+
+class SnapshotSession(LinearSession):
+    """A session whose checkpoints and best weights are copied now and written later,
+    slowly, on the checkpoint thread (as the torch and TensorFlow sessions do)."""
+
+    snapshots = True
+
+    def checkpoint_writer(self, epoch: int) -> Any:
+        w = self.w.copy()
+
+        def write(path: Path) -> None:
+            time.sleep(0.05)  # still writing while the next epoch trains
+            path.write_bytes(w.tobytes())
+
+        return write
+
+    def weights_writer(self) -> Any:
+        w = self.w.copy()
+
+        def write(path: Path) -> None:
+            time.sleep(0.05)
+            path.write_bytes(w.tobytes())
+
+        return write
+
+
+class CommittedPromises(Callback):
+    """At every epoch end (while a checkpoint may be in flight), checks what the newest
+    committed checkpoint (the one a resume starts from) promises: its best weights are on
+    disk and metrics.csv was synced up to its epoch."""
+
+    def __init__(self, directory: Path, synced: list[int]) -> None:
+        self.directory = directory
+        self.synced = synced
+        self.checked = 0
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        for info in committed(self.directory)[-1:]:
+            assert info.best_epoch is not None
+            assert best_path(self.directory, info.best_epoch, ".w").exists()
+            assert self.synced and self.synced[-1] >= info.epoch
+            self.checked += 1
+
+
+def test_best_weights_and_metrics_are_durable_before_a_checkpoint_commits(
+    data_file: Path, tmp_path: Path
+) -> None:
+    session = SnapshotSession(_settings(data_file, epochs=6))
+    rows = MetricsCsv(tmp_path / "metrics.csv")
+    synced: list[int] = []
+
+    def sync() -> None:
+        rows.sync()
+        synced.append(len(read_metrics(tmp_path / "metrics.csv")))
+
+    best = BestWeights(tmp_path, ".w", "val_loss", "min")
+    checking = CommittedPromises(tmp_path, synced)
+    ckpt = Checkpointing(tmp_path, ".ckpt", 1, best, keep=None, before_commit=[sync])
+    loop = Loop(session, *_streams(data_file), 6, [rows, best, ckpt, checking])
+    loop.run()
+    assert checking.checked > 0  # the checks ran against committed checkpoints
+    assert [info.epoch for info in committed(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    # One sync per checkpoint, each covering at least the rows of its epoch (the next
+    # epoch's row may already be appended while the checkpoint thread works).
+    assert len(synced) == 6
+    assert all(rows >= epoch for epoch, rows in enumerate(synced, start=1))
+    # The best file was written from the copy taken at its epoch, not from later weights.
+    assert best.epoch is not None
+    assert (tmp_path / "model" / "best.w").read_bytes() == best_path(
+        tmp_path, best.epoch, ".w"
+    ).read_bytes()
+    assert BestRecord.read(tmp_path).epoch == best.epoch
+
+
+def test_a_stop_asked_after_the_last_epoch_is_recorded_but_not_obeyed(data_file: Path) -> None:
+    asked: list[int] = []
+
+    def prune_at_three(epoch: int, logs: dict[str, float]) -> str | None:
+        asked.append(epoch)
+        return "pruned" if epoch >= 3 else None
+
+    last = Loop(LinearSession(_settings(data_file, epochs=3)), *_streams(data_file), 3,
+                [SearchStop(prune_at_three)])  # fmt: skip
+    last.run()
+    assert asked == [1, 2, 3] and last.end_reason == "completed"
+    # The control: the same rule one epoch before the end stops the run as pruned.
+    asked.clear()
+    early = Loop(LinearSession(_settings(data_file, epochs=4)), *_streams(data_file), 4,
+                 [SearchStop(prune_at_three)])  # fmt: skip
+    early.run()
+    assert asked == [1, 2, 3] and early.end_reason == "pruned"

@@ -146,12 +146,14 @@ def tiny_search(
     pruner: str = "none",
     sampler: str = "tpe",
     startup_trials: int = 5,
+    model: Path = TORCH,
 ) -> Path:
-    """A search over moons (learning rate and hidden sizes), ``epochs``-epoch training."""
+    """A search over moons (learning rate and hidden sizes), ``epochs``-epoch training of
+    ``model`` (the torch MLP unless told)."""
     train = write_yaml(folder / "train.yaml", f"epochs: {epochs}\nbatch_size: 128\ndevice: cpu\n")
     return write_yaml(
         folder / "search.yaml",
-        f"data: [{DATA}]\nmodel: [{TORCH}]\ntrain: [{train}]\n"
+        f"data: [{DATA}]\nmodel: [{model}]\ntrain: [{train}]\n"
         "search:\n"
         "  metric: val_accuracy\n"
         "  direction: maximize\n"

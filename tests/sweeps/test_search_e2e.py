@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -13,8 +14,17 @@ from pathlib import Path
 import pytest
 
 from tasks.store.summary import read_record
-from tests.support import REPO, luigi_command, run_luigi
-from tests.sweeps.helpers import attempts, evaluated, tiny_search, trial_rows
+from tests.support import CONFIGS, REPO, luigi_command, run_luigi
+from tests.sweeps.helpers import (
+    TORCH,
+    attempts,
+    evaluated,
+    search_summary,
+    tiny_search,
+    trial_rows,
+)
+
+TF = CONFIGS / "model" / "mlp_tf.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -111,18 +121,8 @@ def test_pruned_trials_stop_early_and_count_as_complete(tmp_path: Path, results_
     result = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
     assert result.returncode == 0, result.output[-3000:]
     rows = trial_rows(results_dir)
-    pruned = [r for r in rows if r["state"] == "pruned"]
-    complete = [r for r in rows if r["state"] == "complete"]
+    pruned, complete = _pruned_and_complete(results_dir, epochs)
     assert pruned and complete, rows
-    for row in pruned:
-        record = read_record(results_dir, str(row["experiment"]))
-        assert record["status"] == "pruned", record
-        assert record["epochs"] < epochs, "a pruned trial trained every epoch"
-        run = (results_dir / str(row["experiment"]) / "run.json").read_text()
-        assert '"end_reason": "pruned"' in run
-    for row in complete:
-        record = read_record(results_dir, str(row["experiment"]))
-        assert record["status"] == "done" and record["epochs"] == epochs
     text = next((results_dir / "sweeps").glob("*/summary.txt")).read_text()
     assert "pruned" in text
     again = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
@@ -134,6 +134,69 @@ def test_pruned_trials_stop_early_and_count_as_complete(tmp_path: Path, results_
     image = tmp_path / "history.png"
     drawn = _forge("plot", "--search", str(folder), "--output", str(image))
     assert f"({len(rows)} trials)" in drawn and image.read_bytes()[:4] == b"\x89PNG"
+
+
+def _pruned_and_complete(
+    results_dir: Path, epochs: int
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The search's pruned and complete trials, after checking each against its records:
+    a pruned trial stopped early and says so in run.json, a complete one trained all."""
+    rows = trial_rows(results_dir)
+    assert {r["state"] for r in rows} <= FINISHED, rows
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    complete = [r for r in rows if r["state"] == "complete"]
+    for row in pruned:
+        record = read_record(results_dir, str(row["experiment"]))
+        assert record["status"] == "pruned", record
+        assert record["epochs"] < epochs, "a pruned trial trained every epoch"
+        run = (results_dir / str(row["experiment"]) / "run.json").read_text()
+        assert '"end_reason": "pruned"' in run
+        metrics = (results_dir / str(row["experiment"]) / "metrics.csv").read_text()
+        assert len(metrics.splitlines()) - 1 == record["epochs"] < epochs
+    for row in complete:
+        record = read_record(results_dir, str(row["experiment"]))
+        assert record["status"] == "done" and record["epochs"] == epochs
+    return pruned, complete
+
+
+@pytest.mark.parametrize(
+    ("sampler", "pruner", "model"),
+    [
+        pytest.param("cmaes", "asha", TORCH, id="cmaes-asha-torch"),
+        pytest.param(
+            "tpe",
+            "median",
+            TF,
+            id="tpe-median-tensorflow",
+            marks=[
+                pytest.mark.tensorflow,
+                pytest.mark.skipif(
+                    importlib.util.find_spec("tensorflow") is None, reason="no TensorFlow"
+                ),
+            ],
+        ),
+    ],
+)
+def test_other_samplers_pruners_and_tensorflow_trials(
+    tmp_path: Path, results_dir: Path, sampler: str, pruner: str, model: Path
+) -> None:
+    epochs, trials = 4, 6
+    search = tiny_search(
+        tmp_path, trials, epochs=epochs, sampler=sampler, pruner=pruner, startup_trials=1,
+        model=model,
+    )  # fmt: skip
+    result = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
+    assert result.returncode == 0, result.output[-3000:]
+    summary = search_summary(results_dir)
+    assert (summary["sampler"], summary["pruner"]) == (sampler, pruner), summary
+    pruned, complete = _pruned_and_complete(results_dir, epochs)
+    assert len(pruned) + len(complete) == trials
+    learning_rates = {r["train.optimizer.lr"] for r in pruned + complete}
+    assert len(learning_rates) == trials, "the sampler proposed the same point twice"
+    if pruner == "median":
+        assert pruned, "the median pruner stopped no trial"
+    again = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
+    assert again.returncode == 0 and again.ran == [], again.output[-3000:]
 
 
 def _forge(*args: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,12 @@ class Checkpointing(Callback):
     the next epoch trains (when the session can snapshot its state); the next checkpoint,
     and the end of training, first wait for it, so at most one write is in flight, they
     commit in order, and a write's error surfaces there.
+
+    Before the sidecar commits, the same thread writes the best weights the checkpoint
+    names if they are still only in memory (:meth:`BestWeights.take_unwritten`) and runs
+    ``before_commit`` (e.g. syncing metrics.csv), so what a checkpoint promises is durable
+    when it counts, without the training thread waiting for any of it. The best weights
+    are finished (``model/best.*``, ``best.json``) after the last checkpoint is written.
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class Checkpointing(Callback):
         best: BestWeights | None = None,
         keep: int | None = None,
         background: bool = True,
+        before_commit: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.directory = directory
         self.suffix = suffix
@@ -48,6 +55,9 @@ class Checkpointing(Callback):
         self.best = best
         self.keep = keep
         self.background = background
+        self.before_commit = list(before_commit)
+        if best is not None:
+            best.adopted = True
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
 
@@ -58,19 +68,28 @@ class Checkpointing(Callback):
             return
         write = loop.session.checkpoint_writer(epoch)
         bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
+        write_best = self.best.take_unwritten() if self.best else None
         self.wait()
         if not (self.background and loop.session.snapshots):
-            self._commit(write, epoch, bookkeeping)
+            self._commit(write, epoch, bookkeeping, write_best)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="forge-checkpoint")
-        self._pending = self._pool.submit(self._commit, write, epoch, bookkeeping)
+        self._pending = self._pool.submit(self._commit, write, epoch, bookkeeping, write_best)
 
     def _commit(
-        self, write: Callable[[Path], None], epoch: int, bookkeeping: dict[str, Any]
+        self,
+        write: Callable[[Path], None],
+        epoch: int,
+        bookkeeping: dict[str, Any],
+        write_best: Callable[[], None] | None,
     ) -> None:
         with atomic_path(checkpoint_path(self.directory, epoch, self.suffix)) as tmp:
             write(tmp)
+        if write_best is not None:
+            write_best()
+        for sync in self.before_commit:
+            sync()
         commit(self.directory, epoch, self.suffix, bookkeeping)
         keep_best = bookkeeping.get("best_epoch")
         if self.keep is not None:
@@ -85,6 +104,8 @@ class Checkpointing(Callback):
 
     def on_train_end(self, loop: Loop) -> None:
         self.wait()
+        if self.best is not None:
+            self.best.finish()
 
     def close(self) -> None:
         try:

@@ -1,4 +1,5 @@
-"""``metrics.csv``: one row per epoch, appended (and fsynced) as training goes."""
+"""``metrics.csv``: one row per epoch, appended as training goes, synced before the
+checkpoint that covers it commits and at the end of training."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ class MetricsCsv(Callback):
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         assert self.log is not None  # on_train_begin ran
         self.log.append(epoch, {**logs, "lr": loop.lr})
+
+    def sync(self) -> None:
+        """Make the rows appended so far durable (any thread; a no-op before the first)."""
+        if self.log is not None:
+            self.log.sync()
+
+    def on_train_end(self, loop: Loop) -> None:
+        self.sync()

@@ -18,6 +18,10 @@ class SearchStop(Callback):
     The run then ends as that reason when it is one of the known end reasons (a search's
     pruner says ``pruned``), else as ``stopped`` (``run.json``'s ``end_reason``); its last epoch
     is checkpointed, so it is a complete experiment that a rerun does not train further.
+
+    After the last epoch the rule is still asked (a search records every epoch's value)
+    but not obeyed: the training is already whole, so it ends ``completed`` and counts
+    with its final value, and a pruned trial always has fewer epochs than a complete one.
     """
 
     def __init__(self, should_stop: StopRule) -> None:
@@ -26,6 +30,6 @@ class SearchStop(Callback):
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         reason = self.should_stop(epoch, dict(logs))
-        if reason:
+        if reason and epoch < loop.epochs:
             self.reason = str(reason)
             loop.stop(self.reason if self.reason in END_REASONS else "stopped")

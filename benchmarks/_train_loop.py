@@ -41,10 +41,11 @@ def settings_for(meta: DataMeta, epochs: int) -> TrainSettings:
 
 def forge_fit_seconds(backend: Backend, model: Any, path: Path, settings: TrainSettings) -> float:
     """Seconds for Forge's session to train ``model`` from a freshly opened stream."""
-    from tasks.data.h5store import BatchStream
+    from tasks.data.h5store import BatchStream, clear_read_memos
     from tasks.loop import fit_epochs
 
     def work() -> None:
+        clear_read_memos()  # a fresh process reads data.h5 once; so does each repetition
         stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
         fit_epochs(backend.session(model, settings), stream, None, 0, lambda epoch, logs: None)
 

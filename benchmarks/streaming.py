@@ -47,12 +47,13 @@ def _in_memory_epoch(arrays: dict[str, np.ndarray], epoch: int) -> int:
 def _throughput_rows(
     path: Path, arrays: dict[str, np.ndarray], budget: int, repeats: int, label: str
 ) -> dict[str, Any]:
-    from tasks.data.h5store import BatchStream
+    from tasks.data.h5store import BatchStream, clear_read_memos
 
     rows = len(arrays["x"])
 
     def streamed() -> float:
         def work() -> None:
+            clear_read_memos()  # read from disk, as a fresh process does
             stream = BatchStream(path, "train", BATCH, shuffle=True, seed=0, buffer_bytes=budget)
             for epoch in range(1, EPOCHS + 1):
                 for _ in stream.epoch(epoch):

@@ -1,7 +1,7 @@
 """Per-epoch cost of the whole Train step, as a user waits for it.
 
 Forge's side runs the shared loop with exactly Train's callbacks — validation pass,
-metrics.csv (fsynced), TensorBoard, best weights, a committed (fsynced, sidecar last)
+metrics.csv (synced before each checkpoint commits), TensorBoard, best weights, a committed (fsynced, sidecar last)
 checkpoint every epoch, progress — on a real ``data.h5``. The baselines do the same
 useful work the plain way: for torch a hand-written loop that validates and ``torch.save``s
 model + optimizer every epoch (fsynced); for TensorFlow bare ``model.fit`` with validation
@@ -40,7 +40,7 @@ class _Quiet:
 
 def forge_step_seconds(backend: Any, model: Any, path: Path, settings: Any, out: Path) -> float:
     """Seconds for the loop with Train's callbacks to train ``model`` into ``out``."""
-    from tasks.data.h5store import BatchStream
+    from tasks.data.h5store import BatchStream, clear_read_memos
     from tasks.loop import Loop
     from tasks.loop.callbacks import (
         BestWeights,
@@ -53,16 +53,20 @@ def forge_step_seconds(backend: Any, model: Any, path: Path, settings: Any, out:
     from tasks.store.names import METRICS_FILE, TENSORBOARD_DIR
 
     def work() -> None:
+        clear_read_memos()  # read data.h5 as a fresh Train process does
         train = BatchStream(path, "train", BATCH, shuffle=True, seed=0)
         val = BatchStream(path, "val", BATCH, shuffle=False)
         session = backend.session(model, settings)
         best = BestWeights(out, backend.weights_suffix, "val_loss", "min")
+        metrics = MetricsCsv(out / METRICS_FILE)
         callbacks = [
-            MetricsCsv(out / METRICS_FILE),
+            metrics,
             TensorBoard(backend.scalar_writer(out / TENSORBOARD_DIR)),
             best,
             SearchStop(lambda epoch, logs: None),
-            Checkpointing(out, backend.checkpoint_suffix, 1, best, keep=1),
+            Checkpointing(
+                out, backend.checkpoint_suffix, 1, best, keep=1, before_commit=[metrics.sync]
+            ),
             Progress(_Quiet(), "bench", interactive=False),
         ]
         Loop(session, train, val, settings.epochs, callbacks).run()

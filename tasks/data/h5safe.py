@@ -18,7 +18,7 @@ from typing import Any
 
 from tasks.errors import CorruptArtifactError
 
-__all__ = ["check_hdf5", "file_version", "open_checked"]
+__all__ = ["check_hdf5", "file_version", "forget_accepted", "open_checked", "open_version"]
 
 # HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset) and h5py's
 # own LZF: none of them needs a plugin library to be loaded.
@@ -78,6 +78,11 @@ def check_hdf5(fh: Any, path: Path) -> None:
                 _check_dataset(item, path, name)
             elif isinstance(item, h5py.Group):
                 pending.append((f"{name}/", item))
+
+
+def forget_accepted() -> None:
+    """Forget which file versions were accepted: the next open of each walks it again."""
+    _accepted.clear()
 
 
 def file_version(stat: os.stat_result) -> tuple[int, ...]:

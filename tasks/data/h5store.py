@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.checks import check_split_rows
-from tasks.data.h5safe import open_checked, open_version
+from tasks.data.h5safe import forget_accepted, open_checked, open_version
 from tasks.errors import DataError
 from tasks.store.atomic import reserve_space
 from tasks.store.jsonio import dumps_json
@@ -28,6 +28,7 @@ __all__ = [
     "SPLITS",
     "BatchStream",
     "DataMeta",
+    "clear_read_memos",
     "read_meta",
     "read_split",
     "reserve_hdf5",
@@ -263,6 +264,13 @@ def read_split(path: Path, split: str, names: list[str] | None = None) -> dict[s
     with open_checked(path) as fh:
         group = fh[split]
         return _read_group(group, names or list(group))
+
+
+def clear_read_memos() -> None:
+    """Forget the shared splits and the accepted file versions of this process, so the
+    next read pays what a fresh process pays (benchmarks timing a first Train use it)."""
+    _shared.clear()
+    forget_accepted()
 
 
 def _read_group(group: Any, names: list[str]) -> dict[str, np.ndarray]:

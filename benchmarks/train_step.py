@@ -3,11 +3,10 @@
 Forge's side runs the shared loop with exactly Train's callbacks — validation pass,
 metrics.csv (synced before each checkpoint commits), TensorBoard, best weights, a
 committed (fsynced, sidecar last) checkpoint every epoch, progress — on a real ``data.h5``.
-The baselines do the same
-useful work the plain way: for torch a hand-written loop that validates and ``torch.save``s
-model + optimizer every epoch (fsynced); for TensorFlow bare ``model.fit`` with validation
-data and a ModelCheckpoint-equivalent weights save every epoch. Both start from the same
-weights; building the model is outside the timed region.
+The baselines do the same useful work the plain way: for torch a hand-written loop that
+validates and ``torch.save``s model + optimizer every epoch (fsynced); for TensorFlow bare
+``model.fit`` with validation data and a ModelCheckpoint-equivalent weights save every epoch.
+Both start from the same weights; building the model is outside the timed region.
 """
 
 from __future__ import annotations

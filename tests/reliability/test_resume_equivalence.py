@@ -124,9 +124,12 @@ def test_torch_scheduled_clipped_accumulated_resume_is_bit_identical(tmp_path: P
 @pytest.mark.tensorflow
 @pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow backend not available")
 def test_tensorflow_resume_matches_within_tolerance(tmp_path: Path) -> None:
-    """TensorFlow: same epochs and rows; weights and metrics equal within 1e-4."""
-    straight, resumed, _ = _interrupted_and_resumed("tensorflow", tmp_path)
+    """TensorFlow: same epochs and rows; weights and metrics equal within 1e-4 — with the
+    schedule, early-stopping, clipping and accumulation state crossing the kill too."""
+    straight, resumed, _ = _interrupted_and_resumed("tensorflow", tmp_path, SCHEDULED)
     assert metric_epochs(straight) == metric_epochs(resumed) == list(range(1, EPOCHS + 1))
+    lrs = [line.split(",")[-1] for line in (resumed / "metrics.csv").read_text().splitlines()]
+    assert lrs[0] == "lr" and len(set(lrs[1:])) == EPOCHS  # the schedule really moved
     a, b = _weights(straight, "last"), _weights(resumed, "last")
     assert a.keys() == b.keys()
     for name in a:

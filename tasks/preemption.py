@@ -7,10 +7,10 @@ batch (:func:`requests`, a list's truthiness: nothing more per batch), finishes 
 current optimizer step (a whole gradient-accumulation group), writes a partial
 checkpoint of the unfinished epoch and raises :class:`~tasks.errors.PreemptedError`, so
 the command exits non-zero within about one batch plus the checkpoint's write. A rerun
-resumes from that checkpoint at the next batch, in the same order, and its weights
-equal an uninterrupted run's. A signal during an epoch's last batch or its validation
-stops at the epoch's end instead (a whole-epoch checkpoint). A shard stops before its
-next experiment.
+resumes from that checkpoint at the next batch, in the same order (with torch on CPU
+its final weights equal an uninterrupted run's, bit for bit). A signal during an
+epoch's last batch or its validation stops at the epoch's end instead (a whole-epoch
+checkpoint). A shard stops before its next experiment.
 
 Luigi's worker takes SIGUSR1 to mean "ask for no new tasks". The handler calls the
 handler it replaced, so that meaning is kept when the worker and the task share a process

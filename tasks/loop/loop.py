@@ -284,6 +284,9 @@ class Loop:
             for key, value in done["sums"].items():
                 sums[key] = value + sums.get(key, 0.0)
         if stopped:
+            # A NaN among the sums makes the epoch's mean NaN: fail now, as its end would.
+            means = {key: value / max(rows, 1) for key, value in sums.items()}
+            check_finite(epoch, means, self.source, self.session.learning_rate())
             batches = start + len(sizes)
             self.partial = {"epoch": epoch, "batches": batches, "of": len(stream),
                             "rows": rows, "sums": sums, "lr": self.lr}  # fmt: skip

@@ -295,6 +295,15 @@ def test_a_stop_in_an_epochs_last_batch_finishes_the_epoch(data_file: Path, tmp_
     assert [info.epoch for info in committed(tmp_path, partial=True)] == [1]
 
 
+def test_a_stop_inside_a_diverged_epoch_keeps_nothing(data_file: Path, tmp_path: Path) -> None:
+    session = ResumableSession(_settings(data_file), blow_up_at=2)
+    loop = Loop(session, *_streams(data_file), 4,
+                [StopAt(1, 4), Checkpointing(tmp_path, ".ckpt", every=1)])  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match="epoch 1"):
+        loop.run()
+    assert committed(tmp_path, partial=True) == []
+
+
 def test_a_partial_state_that_does_not_fit_is_refused(data_file: Path, tmp_path: Path) -> None:
     _run(data_file, tmp_path, 2, [StopAt(1, 3)])
     (info,) = committed(tmp_path, partial=True)

@@ -244,6 +244,8 @@ class Train(TrainParams, ForgeTask):
         session = backend.session(model, settings)
         resumed = self._resume(directory, session, backend)
         run["resumed_from_epoch"] = resumed.epoch or None
+        if resumed.partial:  # continued epoch resumed_from_epoch + 1 after this many batches
+            run["resumed_after_batch"] = resumed.loop["partial"].get("batches")
         loop = self._fit(directory, backend, session, settings, meta, data_path, resumed)
         run.update(end_reason=loop.end_reason, end_epoch=loop.epoch)
         if loop.end_reason == PREEMPTED:

@@ -2,17 +2,20 @@
 
 Slurm sends a signal before it kills a job (``--signal=B:USR1@120``); preemptible cloud
 machines send SIGTERM. While a step runs (:func:`watching`, around ``Train.run`` and a
-sweep shard), a handler records the request; training checks it after every epoch
-(:func:`stop_requested`), writes a checkpoint of that epoch and raises
-:class:`~tasks.errors.PreemptedError`, so the command exits non-zero within one epoch,
-and a rerun resumes from that checkpoint. A shard stops before its next experiment.
+sweep shard), a handler records the request; the training loop checks it after every
+batch (:func:`requests`, a list's truthiness: nothing more per batch), finishes the
+current optimizer step (a whole gradient-accumulation group), writes a partial
+checkpoint of the unfinished epoch and raises :class:`~tasks.errors.PreemptedError`, so
+the command exits non-zero within about one batch plus the checkpoint's write. A rerun
+resumes from that checkpoint at the next batch, in the same order (with torch on CPU
+its final weights equal an uninterrupted run's, bit for bit). A signal during an
+epoch's last batch or its validation stops at the epoch's end instead (a whole-epoch
+checkpoint). A shard stops before its next experiment.
 
 Luigi's worker takes SIGUSR1 to mean "ask for no new tasks". The handler calls the
 handler it replaced, so that meaning is kept when the worker and the task share a process
 (``--workers 1``). The request, once received, stays for the life of the process: a
 process asked to stop does not start new training either.
-
-The check is per epoch: the per-batch check needs the training loop itself.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from types import FrameType
 from typing import Any
 
-__all__ = ["SIGNALS", "received", "stop_requested", "watching"]
+__all__ = ["SIGNALS", "received", "requests", "stop_requested", "watching"]
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -37,8 +40,17 @@ def received() -> str | None:
 
 
 def stop_requested() -> bool:
-    """Whether this process was asked to stop (checked by training after each epoch)."""
+    """Whether this process was asked to stop."""
     return bool(_received)
+
+
+def requests() -> Sized:
+    """The live record of stop requests: non-empty once one arrived.
+
+    The training loop keeps it and tests its truthiness after every batch, the cheapest
+    check there is (no call, no lock).
+    """
+    return _received
 
 
 def _handler(previous: Any) -> Any:

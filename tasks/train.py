@@ -24,7 +24,7 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError, PreemptedError
+from tasks.errors import ConfigError, CorruptArtifactError, PreemptedError
 from tasks.loop import Callback, Loop
 from tasks.loop.callbacks import (
     BestWeights,
@@ -143,7 +143,7 @@ class Train(TrainParams, ForgeTask):
 
     def resumable(self, directory: Path) -> bool:
         """A failed Train keeps its folder when a committed checkpoint can resume it."""
-        return bool(committed(directory))
+        return bool(committed(directory, partial=True))
 
     def produce(self, directory: Path) -> None:
         with _log_to(directory / LOG_FILE):
@@ -244,13 +244,20 @@ class Train(TrainParams, ForgeTask):
         session = backend.session(model, settings)
         resumed = self._resume(directory, session, backend)
         run["resumed_from_epoch"] = resumed.epoch or None
+        if resumed.partial:  # continued epoch resumed_from_epoch + 1 after this many batches
+            run["resumed_after_batch"] = resumed.loop["partial"].get("batches")
         loop = self._fit(directory, backend, session, settings, meta, data_path, resumed)
         run.update(end_reason=loop.end_reason, end_epoch=loop.epoch)
         if loop.end_reason == PREEMPTED:
+            where = f"epoch {loop.epoch}/{settings.epochs}"
+            if loop.partial is not None:
+                where = (
+                    f"batch {loop.partial['batches']}/{loop.partial['of']} of epoch "
+                    f"{loop.partial['epoch']}/{settings.epochs}"
+                )
             raise PreemptedError(
-                f"Train for {directory} stopped by {preemption.received()} after epoch "
-                f"{loop.epoch}/{settings.epochs}; its checkpoint is saved: rerun the same "
-                "command to resume from it"
+                f"Train for {directory} stopped by {preemption.received()} after {where}; "
+                "its checkpoint is saved: rerun the same command to resume from it"
             )
         model_dir = directory / MODEL_DIR
         with atomic_path(model_dir / f"last{backend.weights_suffix}") as tmp:
@@ -263,7 +270,7 @@ class Train(TrainParams, ForgeTask):
 
     def _resume(self, directory: Path, session: TrainSession, backend: Backend) -> CheckpointInfo:
         """Restore the newest loadable committed checkpoint; epoch 0 when there is none."""
-        checkpoints = committed(directory)
+        checkpoints = committed(directory, partial=True)
         for info in reversed(checkpoints):
             if info.path.suffix != backend.checkpoint_suffix:
                 continue
@@ -274,8 +281,13 @@ class Train(TrainParams, ForgeTask):
                     "checkpoint %s cannot be loaded (%s); trying an older one", info.path, err
                 )
                 continue
-            prune(directory, after=epoch)
-            logger.info("resuming from checkpoint %s (epoch %d)", info.path.name, epoch)
+            prune(directory, after=epoch)  # keeps a partial checkpoint continuing it
+            note = ""
+            if info.partial:  # committed() checked that the loop state has its "partial"
+                note = (
+                    f", inside epoch {epoch + 1} after batch {info.loop['partial'].get('batches')}"
+                )
+            logger.info("resuming from checkpoint %s (epoch %d)%s", info.path.name, epoch, note)
             return replace(info, epoch=epoch)
         prune(directory, after=0)
         return CheckpointInfo(0, directory, None, None)
@@ -356,7 +368,14 @@ class Train(TrainParams, ForgeTask):
             source=source,
             accumulate=settings.accumulate,
         )
-        loop.load_state(resumed.loop)
+        try:
+            loop.load_state(resumed.loop)
+        except ValueError as err:  # a partial checkpoint that cannot continue its epoch
+            sidecar = resumed.path.parent / f"{resumed.path.name.split('.')[0]}.json"
+            raise CorruptArtifactError(
+                f"checkpoint sidecar {sidecar}: key 'loop.partial' is unusable ({err}); "
+                "delete it and its checkpoint to resume from the last finished epoch"
+            ) from err
         best.load_state({"best_epoch": resumed.best_epoch, "best_value": resumed.best_value})
         loop.run()
         return loop

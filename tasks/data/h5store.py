@@ -358,13 +358,18 @@ class BatchStream:
         """
         return self._cache
 
-    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yield the batches of ``epoch`` (dicts of numpy arrays)."""
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the batches of ``epoch`` (dicts of numpy arrays).
+
+        Args:
+            skip: leave out the first ``skip`` batches (a resumed epoch's finished ones);
+                the rest are exactly those an unskipped epoch yields after them.
+        """
         import numpy as np
 
         rng = np.random.default_rng([self.seed, epoch])
         if self._cache is not None:
-            yield from self._batches(self._cache, rng)
+            yield from self._batches(self._cache, rng, skip=skip)
             return
         starts = np.arange(0, self.rows, self.block_rows)
         if self.shuffle:
@@ -386,23 +391,32 @@ class BatchStream:
                     )
                 filled = carry + stop - int(start)
                 full = (filled // self.batch_size) * self.batch_size
-                yield from self._batches({k: b[:full] for k, b in buffers.items()}, rng, True)
+                block = {k: b[:full] for k, b in buffers.items()}
+                yield from self._batches(block, rng, True, skip)
+                skip = max(skip - full // self.batch_size, 0)
                 carry = filled - full
                 for buffer in buffers.values():  # carry < batch_size <= full: no overlap
                     buffer[:carry] = buffer[full:filled]
             if carry:
-                yield from self._batches({k: b[:carry] for k, b in buffers.items()}, rng, True)
+                block = {k: b[:carry] for k, b in buffers.items()}
+                yield from self._batches(block, rng, True, skip)
 
     def _batches(
-        self, arrays: dict[str, np.ndarray], rng: np.random.Generator, reused: bool = False
+        self,
+        arrays: dict[str, np.ndarray],
+        rng: np.random.Generator,
+        reused: bool = False,
+        skip: int = 0,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Batches of ``arrays``; ``reused``: the arrays are a buffer that will be refilled,
-        so unshuffled batches (views) are copied before they are handed out, as are views
-        of the read-only shared split (a consumer may write into its batch)."""
+        """Batches of ``arrays`` but the first ``skip``; ``reused``: the arrays are a buffer
+        that will be refilled, so unshuffled batches (views) are copied before they are
+        handed out, as are views of the read-only shared split (a consumer may write into
+        its batch). The permutation is drawn whatever ``skip`` is: later blocks see the
+        same random stream."""
         n = len(arrays[self.names[0]])
         reused = reused or not all(v.flags.writeable for v in arrays.values())
         order = rng.permutation(n) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        for start in range(skip * self.batch_size, n, self.batch_size):
             if order is None:
                 window = slice(start, start + self.batch_size)
                 yield {k: v[window].copy() if reused else v[window] for k, v in arrays.items()}

@@ -4,12 +4,17 @@ A backend's :class:`~tasks.backends.base.TrainSession` supplies compiled train a
 steps; everything around them — epochs, per-epoch metrics, the divergence check,
 checkpoints, best weights, early stopping, progress — is written once, here and in
 ``tasks/loop/callbacks/``, so both frameworks behave alike by construction.
+
+A stop request (:attr:`Loop.interrupt`, a preemption) is checked after every training
+batch, and honoured at the end of an optimizer step: the epoch is left unfinished, its
+progress kept in :meth:`Loop.state` (``partial``), and callbacks' ``on_interrupt`` write
+the checkpoint that lets a rerun continue at the next batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import TrainingDivergedError
@@ -48,6 +53,10 @@ class Callback:
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         """After ``epoch`` trained and validated; ``logs`` are finite floats."""
+
+    def on_interrupt(self, loop: Loop, epoch: int) -> None:
+        """Training stopped inside ``epoch`` (``loop.state()["partial"]`` says where); no
+        epoch-end hook runs for it."""
 
     def on_train_end(self, loop: Loop) -> None:
         """After training ended normally (completed or stopped)."""
@@ -93,6 +102,15 @@ class Loop:
         source: the train config's name, for error messages.
         accumulate: batches per optimizer step; each batch's gradient is weighted by its
             share of the group's rows, so the step equals one on the whole group.
+
+    Attributes:
+        interrupt: a container that becomes non-empty when training should stop as soon
+            as the current optimizer step is done (set by the preemption callback; only
+            its truthiness is read, once per batch). A stop inside an epoch ends the run
+            as ``preempted`` and records where in :attr:`partial`.
+        partial: after a stop inside an epoch, or before a resumed one continues: that
+            epoch, the batches of it done, and the running sums of its per-batch scalars
+            (see :meth:`state`).
     """
 
     def __init__(
@@ -117,6 +135,8 @@ class Loop:
         self.accumulate = max(int(accumulate), 1)
         self.stop_reason: str | None = None
         self.lr = float("nan")  # the learning rate the current epoch started with
+        self.interrupt: Sized = ()
+        self.partial: dict[str, Any] | None = None
         self._batch_hooks = [
             cb for cb in self.callbacks if type(cb).on_batch_end is not Callback.on_batch_end
         ]
@@ -124,20 +144,60 @@ class Loop:
     # -- state kept in checkpoints -----------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """The loop's and its callbacks' state, for a checkpoint's sidecar."""
-        return {
+        """The loop's and its callbacks' state, for a checkpoint's sidecar.
+
+        After a stop inside an epoch it also holds ``partial``: ``epoch`` (1-based),
+        ``batches`` done of ``of`` (its training batches), ``rows`` done, ``sums`` (each
+        scalar's row-weighted sum over those batches, float64) and ``lr`` (the rate the
+        epoch started with, its metrics.csv value). Callbacks' state is that of the last
+        finished epoch: nothing of theirs changes inside an epoch.
+        """
+        state: dict[str, Any] = {
             "stop_reason": self.stop_reason,
             "callbacks": {cb.key: cb.state() for cb in self.callbacks if cb.key},
         }
+        if self.partial is not None:
+            state["partial"] = dict(self.partial)
+        return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state` (missing parts keep their fresh values)."""
+        """Restore :meth:`state` (missing parts keep their fresh values).
+
+        A ``partial`` entry makes the next epoch continue after its done batches; one that
+        does not fit this loop (another epoch, batch count or malformed) is refused.
+
+        Raises:
+            ValueError: the ``partial`` entry does not fit (the checkpoint is unusable).
+        """
         reason = state.get("stop_reason")
         self.stop_reason = reason if reason in _FINAL_REASONS else None
         saved = state.get("callbacks") or {}
         for cb in self.callbacks:
             if cb.key and isinstance(saved.get(cb.key), Mapping):
                 cb.load_state(saved[cb.key])
+        partial = state.get("partial")
+        self.partial = None if partial is None else self._checked_partial(partial)
+
+    def _checked_partial(self, partial: Any) -> dict[str, Any]:
+        try:
+            checked: dict[str, Any] = {
+                "epoch": int(partial["epoch"]),
+                "batches": int(partial["batches"]),
+                "of": int(partial["of"]),
+                "rows": int(partial["rows"]),
+                "sums": {str(k): float(v) for k, v in dict(partial["sums"]).items()},
+                "lr": float(partial["lr"]),
+            }
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"malformed partial-epoch state {partial!r}") from err
+        if checked["epoch"] != self.epoch + 1 or checked["of"] != len(self.train):
+            raise ValueError(
+                f"partial-epoch state of epoch {checked['epoch']} with {checked['of']} batches "
+                f"does not continue epoch {self.epoch} of {len(self.train)} batches"
+            )
+        if not 0 < checked["batches"] < checked["of"]:
+            raise ValueError(f"partial-epoch state with {checked['batches']} batches done")
+        return checked
 
     # -- running -----------------------------------------------------------------------
 
@@ -167,25 +227,45 @@ class Loop:
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
         self.lr = self.session.learning_rate()
+        if self.partial is not None:  # a resumed epoch keeps the rate it started with
+            self.lr = self.partial["lr"]
         logs = self._pass(self.train, epoch, train=True)
+        if logs is None:  # stopped inside the epoch: no epoch-end hook sees it
+            self.stop(PREEMPTED)
+            for cb in self.callbacks:
+                cb.on_interrupt(self, epoch)
+            return
+        self.partial = None
         if self.val is not None:
-            logs.update({f"val_{k}": v for k, v in self._pass(self.val, epoch, False).items()})
+            val = self._pass(self.val, epoch, False) or {}  # only training passes stop
+            logs.update({f"val_{k}": v for k, v in val.items()})
         self.epoch = epoch
         # Before anything is logged or checkpointed: a diverged epoch is never kept.
         check_finite(epoch, logs, self.source, self.session.learning_rate())
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch, logs)
 
-    def _pass(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float]:
-        """One pass over ``stream``: the row-weighted mean of every named scalar."""
+    def _pass(self, stream: BatchStream, epoch: int, train: bool) -> dict[str, float] | None:
+        """One pass over ``stream``: the row-weighted mean of every named scalar.
+
+        A training pass continues a resumed epoch after its done batches, and returns None
+        when :attr:`interrupt` stopped it early (:attr:`partial` then says where). A
+        resumed epoch's means add the stored sums to the new batches' sums, so they equal
+        an uninterrupted epoch's up to float summation order (two partial sums added
+        instead of one sum over all batches: a difference in the last bits).
+        """
         session = self.session
         step = session.train_step if train else session.eval_step
         hooks = self._batch_hooks if train else []
         values: dict[str, list[Any]] = {}
         sizes: list[int] = []
         group = self._group_of(stream) if train else None
+        done = self.partial if train else None
+        start = done["batches"] if done is not None else 0
+        interrupt = self.interrupt if train else ()
+        stopped = False
         with session.mode(train):
-            for index, batch in enumerate(stream.epoch(epoch)):
+            for index, batch in enumerate(stream.epoch(epoch, skip=start), start):
                 if group is None:
                     scalars = step(batch)
                 else:
@@ -195,7 +275,29 @@ class Loop:
                 sizes.append(len(next(iter(batch.values()))))
                 for cb in hooks:
                     cb.on_batch_end(self, epoch, index, scalars)
-        return _weighted_means(session, values, sizes)
+                if interrupt and self._may_stop_after(index, len(stream), group):
+                    stopped = True
+                    break
+        sums, rows = _weighted_sums(session, values, sizes)
+        if done is not None:
+            rows += done["rows"]
+            for key, value in done["sums"].items():
+                sums[key] = value + sums.get(key, 0.0)
+        if stopped:
+            # A NaN among the sums makes the epoch's mean NaN: fail now, as its end would.
+            means = {key: value / max(rows, 1) for key, value in sums.items()}
+            check_finite(epoch, means, self.source, self.session.learning_rate())
+            batches = start + len(sizes)
+            self.partial = {"epoch": epoch, "batches": batches, "of": len(stream),
+                            "rows": rows, "sums": sums, "lr": self.lr}  # fmt: skip
+            return None
+        return {key: value / max(rows, 1) for key, value in sums.items()}
+
+    def _may_stop_after(self, index: int, count: int, group: Any) -> bool:
+        """Whether a stop after batch ``index`` leaves a resumable state: batches remain
+        (else the epoch ends normally, and stops there), and no gradient is half
+        accumulated."""
+        return index + 1 < count and (group is None or group(index)[1])
 
     def _group_of(self, stream: BatchStream) -> Any:
         """``index → (weight, apply)`` for gradient accumulation; None without it.
@@ -218,15 +320,16 @@ class Loop:
         return group
 
 
-def _weighted_means(
+def _weighted_sums(
     session: TrainSession, values: Mapping[str, list[Any]], sizes: Sequence[int]
-) -> dict[str, float]:
-    # Computed once per epoch rather than synced batch by batch.
+) -> tuple[dict[str, float], int]:
+    """Each scalar's row-weighted sum, and the rows: computed once per pass rather than
+    synced batch by batch."""
     import numpy as np
 
     weights = np.asarray(sizes, dtype=np.float64)
-    total = max(float(weights.sum()), 1.0)
-    return {k: float((session.to_numpy(v) * weights).sum()) / total for k, v in values.items()}
+    sums = {k: float((session.to_numpy(v) * weights).sum()) for k, v in values.items()}
+    return sums, int(sum(sizes))
 
 
 class _Forward(Callback):

@@ -13,7 +13,8 @@ An experiment tree (see :mod:`tasks.stages` for which step owns which level)::
             annotations.json                 tags and a note (``forge tag``/``note``); no
                                              part of the identity, never reruns a step
             model/  best.*, last.*, best.json, the code-free export
-            checkpoints/  epoch-NNNN.<ext> + epoch-NNNN.json sidecars, best-NNNN.<ext>
+            checkpoints/  epoch-NNNN.<ext> + epoch-NNNN.json sidecars, best-NNNN.<ext>,
+                          partial-NNNN.<ext> + .json (a stop inside epoch NNNN)
             tensorboard/
             eval/<eval>-<hash>/              Evaluate: metrics.json, eval.yaml, predictions.h5
 

@@ -25,7 +25,7 @@ from tasks.loop.callbacks import (
     SearchStop,
 )
 from tasks.loop.schedules import Warmup, cosine, exponential, onecycle, plateau, step
-from tasks.store.checkpoints import best_path, committed
+from tasks.store.checkpoints import best_path, commit_partial, committed
 from tasks.store.metrics_log import read_metrics
 from tasks.store.records import BestRecord
 
@@ -202,6 +202,133 @@ def test_keep_checkpoints_keeps_the_newest(data_file: Path, tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch-*")) == [
         "epoch-0004.ckpt", "epoch-0004.json", "epoch-0005.ckpt", "epoch-0005.json",
     ]  # fmt: skip
+
+
+class ResumableSession(LinearSession):
+    """A LinearSession whose checkpoint really restores it (weights and epoch)."""
+
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        path.write_bytes(np.asarray([epoch, *self.w], dtype=np.float64).tobytes())
+
+    def load_checkpoint(self, path: Path) -> int:
+        epoch, *w = np.frombuffer(path.read_bytes(), dtype=np.float64)
+        self.w = np.asarray(w)
+        return int(epoch)
+
+
+class StopAt(Callback):
+    """Requests a stop (a preemption) after training batch ``index`` of ``epoch``."""
+
+    def __init__(self, epoch: int, index: int) -> None:
+        self.at = (epoch, index)
+        self.requests: list[str] = []
+
+    def on_train_begin(self, loop: Loop) -> None:
+        loop.interrupt = self.requests
+
+    def on_batch_end(self, loop: Loop, epoch: int, index: int, scalars: Mapping[str, Any]) -> None:
+        if (epoch, index) == self.at:
+            self.requests.append("SIGUSR1")
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        if self.requests:  # as the preemption callback does
+            loop.stop("preempted")
+
+
+def _run(
+    data_file: Path, folder: Path, epochs: int, callbacks: list[Callback], accumulate: int = 1
+) -> tuple[Loop, ResumableSession, list[dict[str, float]]]:
+    """Train (resuming from ``folder``'s newest checkpoint, a partial one included)."""
+    session = ResumableSession(_settings(data_file, epochs=epochs, accumulate=accumulate))
+    infos = committed(folder, partial=True)
+    start = session.load_checkpoint(infos[-1].path) if infos else 0
+    logs: list[dict[str, float]] = []
+    loop = Loop(session, BatchStream(data_file, "train", 10, seed=3), _streams(data_file)[1],
+                epochs, [*callbacks, _Record(logs), Checkpointing(folder, ".ckpt", every=1)],
+                start_epoch=start, accumulate=accumulate)  # fmt: skip
+    if infos:
+        loop.load_state(infos[-1].loop)
+    loop.run()
+    return loop, session, logs
+
+
+class _Record(Callback):
+    def __init__(self, logs: list[dict[str, float]]) -> None:
+        self.logs = logs
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        self.logs.append({"epoch": epoch, **logs, "lr": loop.lr})
+
+
+@pytest.mark.parametrize("accumulate", [1, 2], ids=["plain", "accumulate-2"])
+def test_a_stop_inside_an_epoch_resumes_at_the_next_batch(
+    data_file: Path, tmp_path: Path, accumulate: int
+) -> None:
+    steps = -(-7 // accumulate)  # 70 rows in batches of 10
+
+    def schedule() -> LRSchedule:  # noqa: E306 - a per-step schedule must resume mid-epoch
+        return LRSchedule(onecycle(0.05, epochs=3, steps_per_epoch=steps), accumulate)
+
+    _, whole, whole_logs = _run(data_file, tmp_path / "whole", 3, [schedule()], accumulate)
+    folder = tmp_path / "stopped"
+    # A stop asked after batch 2 (the first of a group when accumulating) waits for the step.
+    loop, first, logs = _run(data_file, folder, 3, [schedule(), StopAt(2, 2)], accumulate)
+    done = 4 if accumulate == 2 else 3
+    assert (loop.end_reason, loop.epoch, len(logs)) == ("preempted", 1, 1)
+    assert loop.partial is not None and (loop.partial["epoch"], loop.partial["batches"]) == (
+        2,
+        done,
+    )
+    # Only resume sees the partial checkpoint: it is no finished epoch.
+    assert [info.epoch for info in committed(folder)] == [1]
+    (info,) = [info for info in committed(folder, partial=True) if info.partial]
+    assert (info.epoch, info.path.name, info.loop["partial"]["batches"]) == (
+        1,
+        "partial-0002.ckpt",
+        done,
+    )
+
+    loop, second, more = _run(data_file, folder, 3, [schedule()], accumulate)
+    assert (loop.end_reason, loop.epoch) == ("completed", 3)
+    np.testing.assert_array_equal(second.w, whole.w)  # bit for bit
+    assert first.lrs + second.lrs == whole.lrs  # the per-step schedule continued too
+    assert [log["epoch"] for log in logs + more] == [1, 2, 3]
+    for got, want in zip(logs + more, whole_logs, strict=True):
+        assert got.keys() == want.keys()
+        assert got == pytest.approx(want, rel=1e-12, abs=0)  # summation order only
+    assert not list((folder / "checkpoints").glob("partial-*"))  # superseded by epoch 2
+
+
+def test_a_stop_in_an_epochs_last_batch_finishes_the_epoch(data_file: Path, tmp_path: Path) -> None:
+    loop, _, logs = _run(data_file, tmp_path, 3, [StopAt(1, 6)])  # batch 6 of 0..6
+    assert (loop.end_reason, loop.epoch, loop.partial) == ("preempted", 1, None)
+    assert [log["epoch"] for log in logs] == [1]
+    assert [info.epoch for info in committed(tmp_path, partial=True)] == [1]
+
+
+def test_a_stop_inside_a_diverged_epoch_keeps_nothing(data_file: Path, tmp_path: Path) -> None:
+    session = ResumableSession(_settings(data_file), blow_up_at=2)
+    loop = Loop(session, *_streams(data_file), 4,
+                [StopAt(1, 4), Checkpointing(tmp_path, ".ckpt", every=1)])  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match="epoch 1"):
+        loop.run()
+    assert committed(tmp_path, partial=True) == []
+
+
+def test_a_partial_state_that_does_not_fit_is_refused(data_file: Path, tmp_path: Path) -> None:
+    _run(data_file, tmp_path, 2, [StopAt(1, 3)])
+    (info,) = committed(tmp_path, partial=True)
+    assert info.partial and info.epoch == 0
+    state = dict(info.loop)
+    fresh = Loop(ResumableSession(_settings(data_file)), *_streams(data_file), 2, [])
+    fresh.load_state(state)
+    assert fresh.partial is not None and fresh.partial["batches"] == 4
+    for bad in ({"batches": 7}, {"batches": 0}, {"epoch": 2}, {"of": 8}, {"sums": None}):
+        with pytest.raises(ValueError, match="partial-epoch state"):
+            fresh.load_state({**state, "partial": {**state["partial"], **bad}})
+    # A sidecar without the loop's partial state is no usable partial checkpoint.
+    commit_partial(tmp_path, 1, ".ckpt", {"loop": {}})
+    assert committed(tmp_path, partial=True) == []
 
 
 def test_schedules_follow_their_torch_counterparts() -> None:

@@ -12,9 +12,12 @@ from tasks.store.checkpoints import (
     best_path,
     checkpoint_path,
     commit,
+    commit_partial,
     committed,
     improves,
+    partial_path,
     prune,
+    retain,
 )
 from tasks.store.names import CHECKPOINT_DIR
 
@@ -55,6 +58,40 @@ def test_prune_after_resume_drops_later_epochs_and_keeps_user_files(tmp_path: Pa
     assert {"epoch-0001.pt", "epoch-0002.pt", "best-0002.pt", "notes-epoch-9.txt"} <= set(names)
     prune(tmp_path, keep_best=2)
     assert not (folder / "best-0001.pt").exists() and (folder / "best-0002.pt").exists()
+
+
+def _write_partial(directory: Path, epoch: int) -> Path:
+    path = partial_path(directory, epoch, ".pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"weights")
+    state = {"epoch": epoch, "batches": 3, "of": 9, "rows": 30, "sums": {}, "lr": 0.1}
+    commit_partial(directory, epoch, ".pt", {"best_epoch": None, "loop": {"partial": state}})
+    return path
+
+
+def test_a_partial_checkpoint_is_seen_only_by_resume(tmp_path: Path) -> None:
+    for epoch in (1, 2):
+        _write(tmp_path, epoch)
+    _write_partial(tmp_path, 3)  # epochs 1-2 and 3 batches of epoch 3
+    assert [i.epoch for i in committed(tmp_path)] == [1, 2]
+    assert retain(tmp_path, 1) == 2 and [i.epoch for i in committed(tmp_path)] == [2]
+    infos = committed(tmp_path, partial=True)
+    assert [(i.epoch, i.partial, i.path.name) for i in infos] == [
+        (2, False, "epoch-0002.pt"), (2, True, "partial-0003.pt"),
+    ]  # fmt: skip
+    assert infos[-1].loop["partial"]["batches"] == 3
+    prune(tmp_path, after=2)  # resuming from it keeps it
+    assert partial_path(tmp_path, 3, ".pt").exists()
+    _write_partial(tmp_path, 4)  # a newer one replaces it
+    assert [i.path.name for i in committed(tmp_path, partial=True) if i.partial] == [
+        "partial-0004.pt"
+    ]
+    assert not partial_path(tmp_path, 3, ".pt").exists()
+    prune(tmp_path, after=2)  # resuming from epoch 2 (partial-0004 failed to load)
+    assert not list((tmp_path / CHECKPOINT_DIR).glob("partial-*"))
+    _write_partial(tmp_path, 3)
+    _write(tmp_path, 3)  # the epoch it was inside, finished: supersedes it
+    assert not list((tmp_path / CHECKPOINT_DIR).glob("partial-*"))
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,14 @@ from typing import Any
 from tasks.loop.callbacks.best_weights import BestWeights
 from tasks.loop.loop import Callback, Loop
 from tasks.store.atomic import atomic_path
-from tasks.store.checkpoints import checkpoint_path, commit, prune, retain
+from tasks.store.checkpoints import (
+    checkpoint_path,
+    commit,
+    commit_partial,
+    partial_path,
+    prune,
+    retain,
+)
 
 __all__ = ["Checkpointing"]
 
@@ -95,6 +102,22 @@ class Checkpointing(Callback):
         if self.keep is not None:
             keep_best = retain(self.directory, self.keep)
         prune(self.directory, keep_best=keep_best)
+
+    def on_interrupt(self, loop: Loop, epoch: int) -> None:
+        """A stop inside ``epoch``: write its partial checkpoint (the epochs before it and
+        ``loop.state()["partial"]``) now, after the pending one; it never counts as a
+        finished epoch, so retention and best weights are left as they are."""
+        write = loop.session.checkpoint_writer(epoch - 1)
+        bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
+        write_best = self.best.take_unwritten() if self.best else None
+        self.wait()
+        with atomic_path(partial_path(self.directory, epoch, self.suffix)) as tmp:
+            write(tmp)
+        if write_best is not None:  # the best weights it names, as for an epoch's commit
+            write_best()
+        for sync in self.before_commit:
+            sync()
+        commit_partial(self.directory, epoch, self.suffix, bookkeeping)
 
     def wait(self) -> None:
         """Block until the checkpoint being written is committed; raise its error."""

@@ -27,7 +27,10 @@ class LRSchedule(Callback):
 
     def on_epoch_begin(self, loop: Loop, epoch: int) -> None:
         self._epoch = epoch - 1
-        loop.session.set_learning_rate(self.schedule.lr(self._epoch, 0))
+        steps = 0
+        if self.schedule.per_step and loop.partial is not None:  # a resumed epoch
+            steps = loop.partial["batches"] // self.accumulate
+        loop.session.set_learning_rate(self.schedule.lr(self._epoch, steps))
 
     def on_batch_end(self, loop: Loop, epoch: int, index: int, scalars: Mapping[str, Any]) -> None:
         if self.schedule.per_step and (index + 1) % self.accumulate == 0:

@@ -1,4 +1,4 @@
-"""Preemption: on SIGUSR1/SIGTERM, checkpoint the epoch just finished and stop."""
+"""Preemption: on SIGUSR1/SIGTERM, stop after the current optimizer step and checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ __all__ = ["Preemption"]
 
 
 class Preemption(Callback):
-    """Asks the loop to stop as ``preempted`` once a stop signal arrived (see
-    :mod:`tasks.preemption`). Placed before :class:`Checkpointing`, which then writes this
-    epoch's checkpoint; Train turns the ending into a ``PreemptedError`` (non-zero exit)
-    and a rerun resumes from the checkpoint."""
+    """Stops the loop as ``preempted`` once a stop signal arrived (see
+    :mod:`tasks.preemption`).
+
+    It hands the loop the live list of stop requests (:attr:`Loop.interrupt`), which the
+    loop checks after every training batch: inside an epoch it stops after the current
+    optimizer step and :class:`Checkpointing` writes a partial checkpoint. A signal
+    during the epoch's last batches or its validation stops at the epoch's end instead,
+    here; placed before :class:`Checkpointing`, which then writes that epoch's
+    checkpoint. Train turns the ending into a ``PreemptedError`` (non-zero exit), and a
+    rerun resumes from the checkpoint.
+    """
+
+    def on_train_begin(self, loop: Loop) -> None:
+        loop.interrupt = preemption.requests()
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         if preemption.stop_requested():

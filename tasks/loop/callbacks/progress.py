@@ -50,6 +50,7 @@ class Progress(Callback):
         self.close()
         self.bar = tqdm(
             total=len(loop.train),
+            initial=loop.partial["batches"] if loop.partial else 0,  # a resumed epoch
             unit="batch",
             desc=f"{self.name} epoch {epoch}/{loop.epochs}",
             leave=False,

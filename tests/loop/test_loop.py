@@ -493,3 +493,26 @@ def test_a_stop_asked_after_the_last_epoch_is_recorded_but_not_obeyed(data_file:
                  [SearchStop(prune_at_three)])  # fmt: skip
     early.run()
     assert asked == [1, 2, 3] and early.end_reason == "pruned"
+
+
+class SnapshotResumable(SnapshotSession, ResumableSession):
+    """Copies now, writes later (as the real sessions do), and really resumes."""
+
+
+def test_a_partial_checkpoint_finds_the_best_weights_it_names(
+    data_file: Path, tmp_path: Path
+) -> None:
+    # Checkpoints every 2 epochs: epoch 1's best weights are still only in memory when a
+    # stop inside epoch 2 writes the partial checkpoint that names them.
+    session = SnapshotResumable(_settings(data_file, epochs=3))
+    best = BestWeights(tmp_path, ".w", "val_loss", "min")
+    rows = MetricsCsv(tmp_path / "metrics.csv")
+    loop = Loop(session, *_streams(data_file), 3,
+                [rows, best, StopAt(2, 2), Checkpointing(tmp_path, ".ckpt", 2, best,
+                                                         before_commit=[rows.sync])])  # fmt: skip
+    loop.run()
+    assert loop.end_reason == "preempted"
+    (info,) = committed(tmp_path, partial=True)
+    assert info.partial and info.best_epoch == 1
+    assert best_path(tmp_path, 1, ".w").exists()
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]

@@ -377,9 +377,19 @@ def _resolve_one(
             section, _validate(section, plain, where), base_dir, where
         )
     else:
-        config, file_digests = _resolve_references(
-            section, _validate(section, raw, where), base_dir, where
-        )
+        # Many experiments override the same file (a sweep, a status check of one): its
+        # validated form is kept per version of the file chain. Not when it names a data
+        # file, whose own content is part of the identity.
+        key = (section, composed.chain) if composed is not None and overrides else None
+        validated = _validated.get(key) if key is not None else None
+        if validated is not None:
+            config, file_digests = copy_plain(validated), {}
+        else:
+            config, file_digests = _resolve_references(
+                section, _validate(section, raw, where), base_dir, where
+            )
+            if key is not None and not file_digests:
+                _validated[key] = copy_plain(config)
         if overrides:
             for dotted, value in overrides.items():
                 _set_dotted(config, dotted, value, f"--overrides {section}.{dotted} (for {where})")
@@ -392,11 +402,14 @@ def _resolve_one(
 
 
 _memo: dict[tuple[Any, ...], Resolved] = {}
+# A config file chain's validated content before overrides, by (section, chain stat keys).
+_validated: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
 def clear_resolution_memo() -> None:
     """Forget every resolved section (a cold start, as a benchmark wants to measure)."""
     _memo.clear()
+    _validated.clear()
 
 
 def resolve_sections(

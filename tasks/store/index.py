@@ -5,10 +5,11 @@ The index is never the source of truth; the directories are. Each line is one re
 is a header with the mtimes of the data and model folders, which tell whether new
 experiments appeared. ``forge ls`` trusts a line only while its signature still matches
 (the experiment's folders, and the data and model steps' shared files: a ``done`` or
-``damaged`` record alike), re-reads what changed, and writes the result back atomically. Tasks append a fresh line
-when they complete (:func:`note_completed`); later lines win. Anyone can delete the file:
-it is rebuilt from the directories. It lives in its own ``.forge/`` folder so that
-rewriting it does not change the mtime of the results directory itself.
+``damaged`` record alike), re-reads what changed, and writes the result back atomically.
+Tasks append a fresh line when they complete (:func:`note_completed`); later lines win.
+Anyone can delete the file: it is rebuilt from the directories. It lives in its own
+``.forge/`` folder so that rewriting it does not change the mtime of the results
+directory itself.
 """
 
 from __future__ import annotations

@@ -248,12 +248,14 @@ class Experiment:
     def _read_config(self) -> dict[str, Any]:
         """The stored config for reading only: this object's own copy once :attr:`config`
         made one (a caller may have changed it), else the one memoised per file version."""
-        own = self.__dict__.get("config")
+        own = self.__dict__.get("config") or self.__dict__.get("_shared_config")
         if own is not None:
             return own
-        return load_yaml_file(
+        shared = load_yaml_file(
             self._directory / CONFIG_FILE, what="stored experiment config", shared=True
         )
+        self.__dict__["_shared_config"] = shared  # as of first use, like `config`
+        return shared
 
     @cached_property
     def run(self) -> RunRecord:

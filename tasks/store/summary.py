@@ -281,7 +281,9 @@ _DAMAGE_INPUTS = (
 
 def damage_inputs(directory: Path) -> list[str]:
     """Every path :func:`experiment_damage` reads or lists for ``directory``."""
-    folders = (str(directory), str(directory.parent), str(directory.parent.parent))
+    own = str(directory)
+    model = os.path.dirname(own) or "."
+    folders = (own, model, os.path.dirname(model) or ".")
     return [f"{folders[up]}/{name}" if name else folders[up] for up, name in _DAMAGE_INPUTS]
 
 

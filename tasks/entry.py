@@ -23,7 +23,6 @@ import sys
 from typing import Any
 
 from tasks.errors import ForgeError
-from tasks.settings import ensure_retcodes
 
 __all__ = ["install", "quiet_frameworks", "setup_forge_command", "setup_luigi_command"]
 
@@ -110,6 +109,8 @@ def _setup_common() -> None:
 def setup_luigi_command() -> None:
     """Side effects for ``luigi --module pipelines`` (idempotent)."""
     import luigi
+
+    from tasks.settings import ensure_retcodes  # imports Luigi: not for `forge`
 
     if _entered:
         return

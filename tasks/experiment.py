@@ -12,6 +12,8 @@ is the public name users reach it by.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.schema import input_names
-from tasks.config.yamlio import load_yaml_file
+from tasks.config.yamlio import copy_plain, load_yaml_file
 from tasks.errors import (
     CodeDriftWarning,
     ConfigError,
@@ -41,10 +43,12 @@ from tasks.store.names import (
     METRICS_FILE,
     MODEL_DIR,
     PREDICTIONS_FILE,
+    RUN_FILE,
     SUCCESS,
 )
 from tasks.store.records import PERMISSION_DENIED, EvalRecord, RunRecord, read_json_object
 from tasks.store.summary import experiment_damage
+from tasks.store.versions import memoised_read
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,18 +59,50 @@ if TYPE_CHECKING:
 __all__ = ["Evaluation", "Experiment", "checkpoint_name", "confined"]
 
 
-def confined(path: Path, root: Path) -> Path:
+def confined(path: Path, root: Path, *, root_resolved: bool = False) -> Path:
     """``path`` resolved, after checking it stays inside ``root`` (symlinks followed).
+
+    Args:
+        path: a path inside ``root``.
+        root: the folder ``path`` must stay in.
+        root_resolved: ``root`` is already absolute and resolved (an experiment's folder):
+            then a ``path`` written below it, none of whose entries below ``root`` is a
+            symbolic link, is its own resolution, checked with one ``lstat`` per entry
+            instead of resolving both paths from the file system root.
 
     Raises:
         CorruptArtifactError: the path leads outside ``root``.
     """
+    if root_resolved and _plainly_below(os.fspath(path), os.fspath(root)):
+        return path
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):
         raise CorruptArtifactError(
             f"{path} points outside the experiment's results tree ({root}); refusing to read it"
         )
     return resolved
+
+
+def _plainly_below(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root/a/b/...`` with no ``.``/``..`` part and no entry that is
+    a symbolic link (an entry that does not exist yet ends the walk: nothing to follow)."""
+    if not os.path.isabs(root) or not path.startswith(root + os.sep):
+        return False
+    parts = path[len(root) + 1 :].split(os.sep)
+    if any(part in ("", ".", "..") for part in parts):
+        return False
+    current = root
+    for part in parts:
+        current = f"{current}{os.sep}{part}"
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+    return True
 
 
 def checkpoint_name(value: str | int) -> str | int:
@@ -129,10 +165,24 @@ class Experiment:
     def __init__(
         self, directory: str | Path, *, checkpoint: str | int = "best", code_free: bool = False
     ) -> None:
-        self._directory = Path(directory).resolve()
-        if not (self._directory / CONFIG_FILE).is_file():
+        self._open(Path(directory).resolve(), checkpoint, code_free, given=directory)
+
+    def _open(
+        self,
+        resolved: Path,
+        checkpoint: str | int,
+        code_free: bool,
+        given: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Set up the object for the folder ``resolved`` (already resolved by the caller).
+
+        Raises:
+            ExperimentNotFoundError: the folder holds no stored config.
+        """
+        self._directory = resolved
+        if not (resolved / CONFIG_FILE).is_file():
             raise ExperimentNotFoundError(
-                f"{directory} is not an experiment directory (no {CONFIG_FILE}); "
+                f"{given or resolved} is not an experiment directory (no {CONFIG_FILE}); "
                 "point at <results>/<data>-<hash>/<model>-<hash>/<train>-<hash>"
             )
         self._at = checkpoint_name(checkpoint)
@@ -195,6 +245,18 @@ class Experiment:
         """The stored resolved config: ``{"data": ..., "model": ..., "train": ...}``."""
         return load_yaml_file(self._directory / CONFIG_FILE, what="stored experiment config")
 
+    def _read_config(self) -> dict[str, Any]:
+        """The stored config for reading only: this object's own copy once :attr:`config`
+        made one (a caller may have changed it), else the one memoised per file version."""
+        own = self.__dict__.get("config") or self.__dict__.get("_shared_config")
+        if own is not None:
+            return own
+        shared = load_yaml_file(
+            self._directory / CONFIG_FILE, what="stored experiment config", shared=True
+        )
+        self.__dict__["_shared_config"] = shared  # as of first use, like `config`
+        return shared
+
     @cached_property
     def run(self) -> RunRecord:
         """``run.json``, read tolerantly (``.damage`` says what is wrong with it)."""
@@ -204,7 +266,7 @@ class Experiment:
     def framework(self) -> str:
         """``"torch"`` or ``"tensorflow"``."""
         try:
-            return str(self.config["model"]["framework"])
+            return str(self._read_config()["model"]["framework"])
         except (KeyError, TypeError) as err:
             raise CorruptArtifactError(
                 f"{self._directory / CONFIG_FILE} has no model.framework; the experiment is damaged"
@@ -218,14 +280,16 @@ class Experiment:
 
     @property
     def data_file(self) -> Path:
-        return confined(self.data_dir / DATA_FILE, self.data_dir)
+        return confined(self.data_dir / DATA_FILE, self.data_dir, root_resolved=True)
 
     @cached_property
     def meta(self) -> DataMeta:
         """What PrepareData recorded about the arrays (``meta.json``, else ``data.h5``)."""
         from tasks.data.h5store import DataMeta, read_meta
 
-        raw, damage = read_json_object(confined(self.data_dir / META_FILE, self.data_dir))
+        path = confined(self.data_dir / META_FILE, self.data_dir, root_resolved=True)
+        # Shared per file version; from_dict copies what it keeps, so nobody mutates it.
+        raw, damage = memoised_read("meta.json", [str(path)], lambda: read_json_object(path))
         if damage is None:
             try:
                 return DataMeta.from_dict(raw)
@@ -236,7 +300,7 @@ class Experiment:
     @property
     def inputs(self) -> tuple[str, ...]:
         """The data arrays passed to the model (model config ``inputs``, default ``x``)."""
-        return input_names(self.config["model"])
+        return input_names(self._read_config()["model"])
 
     # -- what training and evaluation recorded -------------------------------------------
 
@@ -250,7 +314,9 @@ class Experiment:
     @property
     def metrics(self) -> list[dict[str, float]]:
         """Per-epoch training metrics from ``metrics.csv`` (``epoch`` as an int)."""
-        rows = read_metrics(confined(self._directory / METRICS_FILE, self._directory))
+        rows = read_metrics(
+            confined(self._directory / METRICS_FILE, self._directory, root_resolved=True)
+        )
         return [{**row, "epoch": int(row["epoch"])} if "epoch" in row else row for row in rows]
 
     @property
@@ -263,7 +329,7 @@ class Experiment:
         self.require_finished()
         found = []
         for marker in sorted((self._directory / EVAL_DIR).glob(f"*/{SUCCESS}")):
-            folder = confined(marker.parent, self._directory)
+            folder = confined(marker.parent, self._directory, root_resolved=True)
             record = EvalRecord.read(folder).require()
             found.append(
                 Evaluation(
@@ -314,14 +380,18 @@ class Experiment:
             path = matches[0]
         if not path.is_file():
             raise ExperimentNotFoundError(f"{path} does not exist; is the experiment finished?")
-        return confined(path, self._directory)
+        return confined(path, self._directory, root_resolved=True)
 
     def build_model(self, checkpoint: str | int = "best") -> Any:
         """Rebuild the model through its registered builder and load the stored weights."""
+        self.require_intact()
+        return self._build_checked(checkpoint)
+
+    def _build_checked(self, checkpoint: str | int) -> Any:
+        """:meth:`build_model` for a caller that has just run :meth:`require_intact`."""
         from tasks.registry import get_entry
 
-        self.require_intact()
-        model_cfg = self.config["model"]
+        model_cfg = self._read_config()["model"]
         entry = get_entry(
             "model",
             model_cfg["builder"],
@@ -330,7 +400,7 @@ class Experiment:
         )
         model = self.backend.build(
             entry,
-            model_cfg["params"],
+            copy_plain(model_cfg["params"]),  # a builder may change what it is given
             self.meta,
             seed=None,  # the stored weights replace the initial ones
             inputs=self.inputs,
@@ -347,7 +417,7 @@ class Experiment:
         export = self.run.require().export
         if not export.ok or export.file is None:
             return None
-        path = confined(self._directory / export.file, self._directory)
+        path = confined(self._directory / export.file, self._directory, root_resolved=True)
         return path if path.exists() else None  # a file (.pt2) or a SavedModel folder
 
     def code_drift(self) -> list[Drift]:
@@ -359,7 +429,11 @@ class Experiment:
         Raises:
             ConfigError: a configured plugin module cannot be imported.
         """
-        drifts = code_drift(self.run.code, live_lookup(self.framework))
+        # The record as of its file's version, shared: only read here, never handed out.
+        run = memoised_read(
+            "run.json", [str(self._directory / RUN_FILE)], lambda: RunRecord.read(self._directory)
+        )
+        drifts = code_drift(run.code, live_lookup(self.framework))
         return [d for d in drifts if d.kind != "gone"]
 
     @cached_property
@@ -393,7 +467,7 @@ class Experiment:
                     ),
                     stacklevel=2,
                 )
-            model = self.build_model(self._at)
+            model = self._build_checked(self._at)  # checked above
         except (ConfigError, ImportError) as err:
             # No silent fallback to the export: loading it is the caller's explicit choice.
             raise ExperimentError(

@@ -69,7 +69,8 @@ class LoadTrained(Experiment):
     ) -> None:
         checkpoint_name(checkpoint)  # a bad checkpoint fails before any search
         directory = find_experiment(path_or_prefix, write_index=False)
-        super().__init__(directory, checkpoint=checkpoint, code_free=code_free)
+        # find_experiment resolved the folder already: resolving it again costs as much.
+        self._open(directory, checkpoint, code_free, given=path_or_prefix)
 
     @classmethod
     def from_configs(

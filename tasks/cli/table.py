@@ -65,8 +65,12 @@ def format_value(value: Any) -> str:
 
 def _getter(key: str) -> Callable[[Record], Any]:
     """A fast ``record -> value`` for ``key`` (chosen once per column, not per cell)."""
+    if key == "best":
+        return lambda r: (r.get("best") or {}).get("value")
+    if key == "best_metric":
+        return lambda r: (r.get("best") or {}).get("metric")
     if key in SUMMARY_KEYS:
-        return lambda r: value_of(r, key)
+        return lambda r: r.get(key)  # what value_of returns for the other summary keys
     if key.startswith("run."):
         sub = key[4:]
         return lambda r: (r.get("run") or {}).get(sub)

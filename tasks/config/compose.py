@@ -68,7 +68,7 @@ class Composed:
 _composed: dict[FileKey, Composed] = {}
 
 
-def _stat_key(path: Path) -> FileKey | None:
+def _stat_key(path: str | Path) -> FileKey | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -76,8 +76,10 @@ def _stat_key(path: Path) -> FileKey | None:
     return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _current(chain: tuple[FileKey, ...]) -> bool:
-    return all(_stat_key(Path(key[0])) == key for key in chain)
+def _current(chain: tuple[FileKey, ...], first: FileKey) -> bool:
+    """Whether every file of ``chain`` is unchanged; ``first`` is the named file's key,
+    just taken (so a chain without ``base:`` costs no second ``stat``)."""
+    return bool(chain) and chain[0] == first and all(_stat_key(key[0]) == key for key in chain[1:])
 
 
 def chain_key(path: str | Path | None) -> tuple[Any, ...]:
@@ -94,8 +96,9 @@ def chain_key(path: str | Path | None) -> tuple[Any, ...]:
         return (str(path), None)
 
 
-def load_composed(path: Path, *, what: str = "config") -> Composed:
-    """Read ``path`` and its ``base:`` chain, merged (memoised on every file's stat).
+def load_composed(path: str | Path, *, what: str = "config") -> Composed:
+    """Read ``path`` and its ``base:`` chain, merged (memoised on every file's stat; a
+    memoised chain costs one ``stat`` per file, and no ``Path`` is built for it).
 
     Raises:
         ConfigError: a file is missing or invalid, ``base`` is not a path, or the chain
@@ -103,9 +106,9 @@ def load_composed(path: Path, *, what: str = "config") -> Composed:
     """
     first = _stat_key(path)
     cached = _composed.get(first) if first else None
-    if cached is not None and _current(cached.chain):
+    if cached is not None and first is not None and _current(cached.chain, first):
         return cached
-    composed = _compose(path, what)
+    composed = _compose(Path(path), what)
     if first is not None:
         _composed[first] = composed
     return composed

@@ -10,8 +10,8 @@ the resolved content, whichever way it was written.
 
 from __future__ import annotations
 
-import copy
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -33,7 +33,7 @@ from tasks.config.compose import (
     referenced_sections,
 )
 from tasks.config.schema import NAME_PATTERN, SECTIONS, TRAIN_IDENTITY_DEFAULTS
-from tasks.config.yamlio import format_yaml_value, parse_yaml_value
+from tasks.config.yamlio import copy_plain, format_yaml_value, parse_yaml_value
 from tasks.errors import ConfigError
 
 __all__ = [
@@ -201,7 +201,13 @@ def _name_for(config: dict[str, Any], path: Path | None) -> str:
         return str(config["name"])
     if path is None:
         return "default"
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem)[:64].lstrip("._-") or "config"
+    return _stem_name(path.stem)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stem_name(file_stem: str) -> str:
+    """A directory name stem from a config file's stem (asked once per file name)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", file_stem)[:64].lstrip("._-") or "config"
     if not re.match(NAME_PATTERN, stem):  # pragma: no cover - sanitised above
         stem = "config"
     return stem
@@ -316,7 +322,7 @@ def _where(section: str, file_path: Path | None) -> str:
     return f"{section} config {file_path}" if file_path else f"{section} config {_DEFAULT_SOURCE}"
 
 
-def _read(section: str, file_path: Path | None, where: str) -> Composed | None:
+def _read(section: str, file_path: str | Path | None) -> Composed | None:
     if file_path is None:
         if section in ("data", "model"):
             raise ConfigError(f"a {section} config is required; pass --{section}-config FILE")
@@ -358,7 +364,7 @@ def _resolve_one(
     upstream: dict[str, dict[str, Any]],
 ) -> Resolved:
     where = _where(section, file_path)
-    raw = copy.deepcopy(composed.data) if composed else {}
+    raw = copy_plain(composed.data) if composed else {}  # YAML data: plain, checked
     base_dir = file_path.parent if file_path else None
     if has_references(raw) or has_references(overrides):
         # References may name defaults and overridden values: fill in the keys first,
@@ -371,9 +377,19 @@ def _resolve_one(
             section, _validate(section, plain, where), base_dir, where
         )
     else:
-        config, file_digests = _resolve_references(
-            section, _validate(section, raw, where), base_dir, where
-        )
+        # Many experiments override the same file (a sweep, a status check of one): its
+        # validated form is kept per version of the file chain. Not when it names a data
+        # file, whose own content is part of the identity.
+        key = (section, composed.chain) if composed is not None and overrides else None
+        validated = _validated.get(key) if key is not None else None
+        if validated is not None:
+            config, file_digests = copy_plain(validated), {}
+        else:
+            config, file_digests = _resolve_references(
+                section, _validate(section, raw, where), base_dir, where
+            )
+            if key is not None and not file_digests:
+                _validated[key] = copy_plain(config)
         if overrides:
             for dotted, value in overrides.items():
                 _set_dotted(config, dotted, value, f"--overrides {section}.{dotted} (for {where})")
@@ -386,11 +402,14 @@ def _resolve_one(
 
 
 _memo: dict[tuple[Any, ...], Resolved] = {}
+# A config file chain's validated content before overrides, by (section, chain stat keys).
+_validated: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
 def clear_resolution_memo() -> None:
     """Forget every resolved section (a cold start, as a benchmark wants to measure)."""
     _memo.clear()
+    _validated.clear()
 
 
 def resolve_sections(
@@ -417,8 +436,7 @@ def resolve_sections(
     keys: dict[str, tuple[Any, ...]] = {}
     for level in levels:
         raw_path = paths.get(level)
-        file_path = Path(raw_path) if raw_path else None
-        composed = _read(level, file_path, _where(level, file_path))
+        composed = _read(level, raw_path or None)
         assignments = overrides.get(level, {})
         named = set(composed.sections if composed else ()) | referenced_sections(assignments)
         earlier = [s for s in LEVELS[: LEVELS.index(level)] if s in named and s in sections]
@@ -429,10 +447,12 @@ def resolve_sections(
             tuple(keys[s] for s in earlier),
         )
         keys[level] = key
-        if key not in _memo:
+        resolved = _memo.get(key)  # one hash of the (nested) key, not two
+        if resolved is None:
             upstream = {s: sections[s].config for s in earlier}
-            _memo[key] = _resolve_one(level, file_path, composed, assignments, upstream)
-        sections[level] = _memo[key]
+            file_path = Path(raw_path) if raw_path else None
+            resolved = _memo[key] = _resolve_one(level, file_path, composed, assignments, upstream)
+        sections[level] = resolved
     return sections
 
 
@@ -457,5 +477,5 @@ def resolve_section(
         ConfigError: anything about the file, its keys or the overrides is wrong.
     """
     file_path = Path(path) if path else None
-    composed = _read(section, file_path, _where(section, file_path))
+    composed = _read(section, file_path)
     return _resolve_one(section, file_path, composed, dict(overrides or {}), {})

@@ -14,11 +14,11 @@ back with a dumper using the same rules, so every value survives a write and a r
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import yaml
@@ -28,6 +28,7 @@ from tasks.errors import ConfigError
 __all__ = [
     "MAX_ALIASES",
     "MAX_BYTES",
+    "copy_plain",
     "dump_yaml",
     "format_yaml_value",
     "load_yaml_file",
@@ -150,6 +151,16 @@ def _check_plain(data: Any, where: str) -> None:
         )
 
 
+def copy_plain(data: Any) -> Any:
+    """A deep copy of checked plain data (mappings, lists, immutable scalars): what
+    ``copy.deepcopy`` returns for it, several times faster (no memo, no dispatch)."""
+    if isinstance(data, dict):
+        return {key: copy_plain(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [copy_plain(value) for value in data]
+    return data
+
+
 def _load_text(text: str) -> Any:
     fast = _FastSafeLoader is not None and "*" not in text and "&" not in text
     loader = _FastSafeLoader(text) if fast else _CappedSafeLoader(text)
@@ -159,12 +170,14 @@ def _load_text(text: str) -> Any:
         loader.dispose()
 
 
-def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
+def load_yaml_file(path: Path, *, what: str = "config", shared: bool = False) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` safely.
 
     Args:
         path: the file to read.
         what: how to call the file in error messages ("data config", ...).
+        shared: return the mapping memoised for this version of the file instead of a
+            copy; the caller only reads it (it is what every later call starts from).
 
     Returns:
         The mapping the file holds.
@@ -176,11 +189,11 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
         stat = path.stat()
     except OSError:
         stat = None
-    if stat is None or not path.is_file():
+    if stat is None or not S_ISREG(stat.st_mode):
         raise ConfigError(f"{what} file {path} does not exist; check the path you passed")
     key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     if key in _parsed:
-        return copy.deepcopy(_parsed[key])
+        return _parsed[key] if shared else copy_plain(_parsed[key])
     size = stat.st_size
     if size > MAX_BYTES:
         raise ConfigError(
@@ -203,7 +216,7 @@ def load_yaml_file(path: Path, *, what: str = "config") -> dict[str, Any]:
         )
     _check_plain(data, f"{what} file {path}")
     _parsed[key] = data
-    return copy.deepcopy(data)
+    return data if shared else copy_plain(data)
 
 
 def parse_yaml_value(text: str, *, where: str) -> Any:

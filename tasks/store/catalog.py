@@ -132,9 +132,10 @@ def load_catalog(root: Path, *, rebuild: bool = False, write: bool = True) -> Ca
     records: list[Record] = []
     reread = 0
     root_text = str(root)
+    shared: dict[str, list[int]] = {}  # the data and model folders' files, once each
     for rel in paths:
         record = cached.get(rel)
-        if record is None or not still_valid(root_text, record):
+        if record is None or not still_valid(root_text, record, shared):
             record = read_record(root, rel)
             reread += 1
         records.append(record)
@@ -217,7 +218,7 @@ def find_experiment(
         write_index: let the search refresh the results directory's index.
 
     Returns:
-        The experiment folder, absolute.
+        The experiment folder, absolute and resolved (no symbolic link in it).
 
     Raises:
         ExperimentNotFoundError: nothing matches; the closest experiments are listed.

@@ -3,11 +3,13 @@
 The index is never the source of truth; the directories are. Each line is one record
 (:mod:`tasks.store.summary`) plus the ``stat`` signature it was read under; the first line
 is a header with the mtimes of the data and model folders, which tell whether new
-experiments appeared. ``forge ls`` trusts a line only while its signature still matches,
-re-reads what changed, and writes the result back atomically. Tasks append a fresh line
-when they complete (:func:`note_completed`); later lines win. Anyone can delete the file:
-it is rebuilt from the directories. It lives in its own ``.forge/`` folder so that
-rewriting it does not change the mtime of the results directory itself.
+experiments appeared. ``forge ls`` trusts a line only while its signature still matches
+(the experiment's folders, and the data and model steps' shared files: a ``done`` or
+``damaged`` record alike), re-reads what changed, and writes the result back atomically.
+Tasks append a fresh line when they complete (:func:`note_completed`); later lines win.
+Anyone can delete the file: it is rebuilt from the directories. It lives in its own
+``.forge/`` folder so that rewriting it does not change the mtime of the results
+directory itself.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ __all__ = ["IndexData", "load_index", "note_completed", "save_index"]
 
 logger = logging.getLogger("forge")
 
-VERSION = 2
+VERSION = 3  # 3: signatures include the shared data and model files
 _LOCK_WAIT_S = 5.0
 
 IndexData = tuple[dict[str, Any], dict[str, Record]]

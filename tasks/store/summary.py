@@ -23,6 +23,7 @@ from tasks.stages import TRAIN_SECTIONS
 from tasks.store.lock import lock_held
 from tasks.store.metrics_log import read_metrics_checked
 from tasks.store.names import (
+    BEST_RECORD,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     DIGEST_FILE,
@@ -31,6 +32,7 @@ from tasks.store.names import (
     META_FILE,
     METRICS_FILE,
     MODEL_DIR,
+    PARAMS_FILE,
     RUN_FILE,
     SUCCESS,
 )
@@ -44,11 +46,13 @@ from tasks.store.records import (
     RunRecord,
     read_stored_bytes,
 )
+from tasks.store.versions import RACY_NS, memoised_read
 
 __all__ = [
     "DELTA_KEYS",
     "STATUSES",
     "Record",
+    "damage_inputs",
     "experiment_damage",
     "experiment_id",
     "flatten",
@@ -57,6 +61,7 @@ __all__ = [
     "stored_text",
     "read_record",
     "record_signature",
+    "shared_signature",
     "step_name",
     "still_valid",
     "unflatten",
@@ -66,9 +71,6 @@ Record = dict[str, Any]
 STATUSES = ("done", "pruned", "running", "failed", "incomplete", "stale", "damaged")
 # run.json's end_reason of a training a search stopped early: complete, shown as such.
 PRUNED = "pruned"
-# mtimes this close to "now" may still change within the file system's timestamp
-# granularity, so a record built from them is re-read next time (git's "racy" rule).
-RACY_NS = 1_000_000_000
 # Set on records restored from the index: the config keys where they differ from its base.
 DELTA_KEYS = "_delta_keys"
 # What a step folder's ``.digest`` holds: a full SHA-256 in hex.
@@ -257,18 +259,53 @@ def _own_damage(
     return damage
 
 
+# What experiment_damage reads: (folders up from the experiment, name) of its records, of
+# the data and model steps' shared files, and of the folders whose entries it checks for
+# symbolic links ("" is the folder itself). A folder's mtime moves when an entry is added,
+# removed or renamed in it; a file's ctime when it is written, truncated or chmod-ed.
+_DAMAGE_INPUTS = (
+    (0, CONFIG_FILE),
+    (0, METRICS_FILE),
+    (0, RUN_FILE),
+    (0, PARAMS_FILE),
+    (0, f"{MODEL_DIR}/{BEST_RECORD}"),
+    (0, DIGEST_FILE),
+    (0, ""),
+    (0, MODEL_DIR),
+    (0, f"{MODEL_DIR}/{CHECKPOINT_DIR}"),
+    (1, DIGEST_FILE),
+    (2, DIGEST_FILE),
+    (2, META_FILE),
+)
+
+
+def damage_inputs(directory: Path) -> list[str]:
+    """Every path :func:`experiment_damage` reads or lists for ``directory``."""
+    own = str(directory)
+    model = os.path.dirname(own) or "."
+    folders = (own, model, os.path.dirname(model) or ".")
+    return [f"{folders[up]}/{name}" if name else folders[up] for up, name in _DAMAGE_INPUTS]
+
+
 def experiment_damage(directory: Path) -> str | None:
     """Why the finished experiment ``directory`` cannot be trusted, in one line, or None.
 
     The same check ``forge ls`` shows as the ``damaged`` status (evaluations aside: each is
     its own step); :class:`~tasks.experiment.Experiment` refuses to load a model from an
-    experiment for which this is not None.
+    experiment for which this is not None. Remembered per version of the files it reads
+    (:mod:`tasks.store.versions`: a dozen ``lstat`` calls instead of reading and parsing
+    them), so loading the same experiment again costs little and never misses a change.
     """
     directory = Path(directory)
-    config, config_damage = read_stored_config(directory / CONFIG_FILE)
-    metrics_damage = read_metrics_checked(directory / METRICS_FILE)[1]
-    run = RunRecord.read(directory)
-    return "; ".join(_own_damage(directory, run, config, config_damage, metrics_damage)) or None
+
+    def check() -> str | None:
+        config, config_damage = read_stored_config(directory / CONFIG_FILE)
+        metrics_damage = read_metrics_checked(directory / METRICS_FILE)[1]
+        run = RunRecord.read(directory)
+        damage = _own_damage(directory, run, config, config_damage, metrics_damage)
+        return "; ".join(damage) or None
+
+    return memoised_read("experiment damage", damage_inputs(directory), check)
 
 
 def experiment_id(root: Path, rel: str, run: RunRecord) -> str:
@@ -346,9 +383,42 @@ def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
     return "incomplete"
 
 
-def record_signature(directory: str, evals: list[str]) -> list[int]:
-    """mtimes that change whenever a record's content can: the experiment directory (files
-    renamed into it), its ``eval/`` folder (evaluations added) and each evaluation folder.
+def shared_signature(directory: str, memo: dict[str, list[int]] | None = None) -> list[int]:
+    """The version of the files an experiment shares with the others of its data and model
+    folders: ``(mtime_ns, size, inode)`` of the data step's ``meta.json`` and ``.digest`` and
+    of the model step's ``.digest`` (zeros for a missing one). A record's damage depends on
+    them, and they may be replaced or rewritten without the experiment folder noticing.
+
+    Args:
+        directory: the experiment folder (a plain string).
+        memo: per-listing memo by folder, so each shared file is looked at once per
+            listing, not once per experiment (10,000 experiments share ~100 folders).
+    """
+    model = directory.rsplit("/", 1)[0]
+    data = model.rsplit("/", 1)[0]
+    sig: list[int] = []
+    for folder, names in ((data, (META_FILE, DIGEST_FILE)), (model, (DIGEST_FILE,))):
+        cached = memo.get(folder) if memo is not None else None
+        if cached is None:
+            cached = []
+            for name in names:
+                try:
+                    st = os.stat(f"{folder}/{name}", follow_symlinks=False)
+                    cached += [st.st_mtime_ns, st.st_size, st.st_ino]
+                except OSError:
+                    cached += [0, 0, 0]
+            if memo is not None:
+                memo[folder] = cached
+        sig += cached
+    return sig
+
+
+def record_signature(
+    directory: str, evals: list[str], memo: dict[str, list[int]] | None = None
+) -> list[int]:
+    """What changes whenever a record's content can: the mtimes of the experiment directory
+    (files renamed into it), its ``eval/`` folder (evaluations added) and each evaluation
+    folder, then the :func:`shared_signature` of the data and model steps' files.
     Atomic writes rename into these directories, so their mtimes move on every commit
     (``forge tag``/``note`` included: ``annotations.json`` is renamed into the experiment
     directory, so a tagged experiment is re-read without a signature of its own).
@@ -360,7 +430,14 @@ def record_signature(directory: str, evals: list[str]) -> list[int]:
             sig.append(os.stat(path).st_mtime_ns)
         except OSError:
             sig.append(0)
-    return sig
+    return sig + shared_signature(directory, memo)
+
+
+def _newest_mtime(sig: list[int], evals: int) -> int:
+    """The newest mtime in a :func:`record_signature` (its sizes and inodes left out)."""
+    own = sig[: evals + 2]
+    shared = sig[evals + 2 :: 3]
+    return max([*own, *shared], default=0)
 
 
 def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
@@ -427,17 +504,20 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "code": run.code,
         "damage": "; ".join(" ".join(why.split()) for why in damage) or None,
         "sig": sig,
-        "volatile": status not in ("done", PRUNED)
-        or (not settled and max(sig) >= started - RACY_NS),
+        # A damaged experiment is as settled as a done one: its damage is in the files
+        # the signature covers, so it is re-read (and re-checked) when they change.
+        "volatile": status not in ("done", PRUNED, "damaged")
+        or (not settled and _newest_mtime(sig, len(eval_names)) >= started - RACY_NS),
     }
 
 
-def still_valid(root: str, record: Record) -> bool:
-    """Whether a stored record still describes its directory (cheap: a few ``stat`` calls)."""
+def still_valid(root: str, record: Record, memo: dict[str, list[int]] | None = None) -> bool:
+    """Whether a stored record still describes its directory (cheap: a few ``stat`` calls;
+    ``memo`` shares the data and model folders' look-ups within one listing)."""
     if record.get("volatile"):
         return False
     try:
-        sig = record_signature(f"{root}/{record['path']}", record["eval_names"])
+        sig = record_signature(f"{root}/{record['path']}", record["eval_names"], memo)
     except (KeyError, TypeError):
         return False
     return sig == record["sig"]

@@ -108,6 +108,11 @@ print(json.dumps(luigi.configuration.get_config().get("retcode", "task_failed", 
 
 
 def test_the_public_api_is_exactly_all() -> None:
+    # Most public names are imported on first use: each one in __all__ must resolve, and
+    # then the package may hold no other public name.
+    for name in tasks.__all__:
+        assert getattr(tasks, name) is not None, name
+    assert set(dir(tasks)) >= set(tasks.__all__)
     public = {name for name in vars(tasks) if not name.startswith("_")}
     modules = {name for name in public if type(getattr(tasks, name)).__name__ == "module"}
     assert set(tasks.__all__) == public - modules - {"annotations"}
@@ -126,3 +131,21 @@ def test_tests_share_helpers_through_the_support_module() -> None:
         )
     ]
     assert offenders == []
+
+
+def test_the_store_and_the_cli_import_no_step_nor_luigi() -> None:
+    """``forge ls`` and ``LoadTrained`` read the store: importing them must not pay for
+    Luigi nor any step (``tasks`` imports its public names lazily)."""
+    code = (
+        "import sys\n"
+        "import tasks.cli.app, tasks.load_trained\n"
+        "import tasks.entry\n"
+        "tasks.entry.setup_forge_command()\n"
+        "heavy = ('luigi', 'tasks.base', 'tasks.train', 'tasks.sweep')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tasks.store.catalog import load_catalog
-from tasks.store.names import INDEX_FILE
+from tasks.store.names import INDEX_FILE, META_FILE
+from tasks.store.versions import RACY_NS
 from tests.cli.forge_support import (
     MODELS,
     MOONS,
@@ -220,3 +223,39 @@ def test_forge_ls_subprocess_without_torch_or_tensorflow(exps: Trained) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout[-2000:]
+
+
+def _settle() -> None:
+    """Wait out the timestamp granularity (RACY_NS): only then may the index trust a record."""
+    time.sleep(RACY_NS / 1e9 + 0.1)
+
+
+def test_a_damaged_experiment_is_cached_and_re_read_when_its_files_change(
+    exps: Trained, tmp_path: Path
+) -> None:
+    root = copy_results(exps.root, tmp_path / "results")
+    meta = next(root.glob(f"*/{META_FILE}"))
+    intact = meta.read_bytes()
+    meta.write_text('{"arrays": [', encoding="utf-8")  # damaged in place: every experiment on it
+    hit = {r["path"] for r in load_catalog(root).records if r["path"].startswith(meta.parent.name)}
+    assert hit
+    _settle()
+    load_catalog(root)  # the records read before the files settled are read again once
+    catalog = load_catalog(root)
+    assert catalog.reread == 0  # damaged records are trusted from the index like done ones
+    assert {r["path"]: r["status"] for r in catalog.records if r["path"] in hit} == dict.fromkeys(
+        hit, "damaged"
+    )
+    # Repaired by an atomic replace: only the data folder changes, yet each record sees it.
+    (meta.parent / "meta.tmp").write_bytes(intact)
+    os.replace(meta.parent / "meta.tmp", meta)
+    catalog = load_catalog(root)
+    assert catalog.reread >= len(hit)
+    assert all(r["status"] == "done" for r in catalog.records if r["path"] in hit)
+    # Damaged again in place (same inode, same folder mtimes): the file's own version moved.
+    _settle()
+    load_catalog(root)
+    assert load_catalog(root).reread == 0
+    meta.write_text('{"arrays": [', encoding="utf-8")
+    statuses = {r["path"]: r["status"] for r in load_catalog(root).records}
+    assert all(statuses[p] == "damaged" for p in hit), statuses

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,18 @@ def test_split_must_leave_training_rows(tmp_path: Path) -> None:
     cfg = write_yaml(tmp_path / "d.yaml", "loader: moons\nsplit: {val: 0.5, test: 0.5}\n")
     with pytest.raises(ConfigError, match="val \\+ test must be below 1"):
         resolve_section("data", cfg)
+
+
+def test_the_validated_file_memo_follows_the_file_and_is_never_shared(tmp_path: Path) -> None:
+    """Resolutions with overrides start from the file's validated content, kept per file
+    version: an edit is seen, and one experiment's overrides never leak into another's."""
+    path = write_yaml(tmp_path / "train.yaml", "epochs: 2\n")
+    first = resolve_section("train", path, {"seed": 1})
+    assert (first.config["epochs"], first.config["seed"]) == (2, 1)
+    second = resolve_section("train", path, {"seed": 2})
+    assert (second.config["seed"], first.config["seed"]) == (2, 1)
+    time.sleep(0.05)  # past the file system's timestamp tick
+    path.write_text("epochs: 3\n", encoding="utf-8")  # same size, written in place
+    third = resolve_section("train", path, {"seed": 1})
+    assert third.config["epochs"] == 3
+    assert third.digest != first.digest

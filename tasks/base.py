@@ -27,7 +27,7 @@ from tasks.config.resolve import (
 from tasks.errors import AlreadyRunningError, BackendUnavailableError
 from tasks.settings import forge
 from tasks.stages import sections_upto, stage
-from tasks.store.atomic import atomic_write_text, clean_leftovers, storage_errors
+from tasks.store.atomic import atomic_write_text, clean_leftovers, storage_errors, synced_at_end
 from tasks.store.index import note_completed
 from tasks.store.layout import child_dir, claim_dir
 from tasks.store.lock import FolderLock
@@ -193,32 +193,36 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
     def run(self) -> None:
         directory = self.directory
         digest = self.spec[self.level].digest
-        with storage_errors(str(directory)):
-            claim_dir(directory, digest)
-        lock = FolderLock.of(directory)
-        with lock.hold(
-            float(forge().lock_timeout),
-            busy=lambda: AlreadyRunningError(
-                f"{self.task_family} for {directory} is already running in another process; "
-                "wait for it to finish or stop it"
-            ),
-            on_wait=lambda: logger.warning(
-                "%s is already running in another process; waiting for it", directory
-            ),
-        ):
-            if self.complete():
-                logger.info("%s was completed by another process meanwhile", self)
-                return
+        # Every file the step writes is synced once, together, before its marker.
+        with synced_at_end() as barrier:
             with storage_errors(str(directory)):
-                claim_dir(directory, digest)  # a failed run before us may have removed it
-            clean_leftovers(directory)
-            try:
-                self.produce(directory)
-                atomic_write_text(directory / SUCCESS, "")
-            except BaseException:
-                if not self.resumable(directory):
-                    _discard(directory)
-                raise
+                claim_dir(directory, digest)
+            lock = FolderLock.of(directory)
+            with lock.hold(
+                float(forge().lock_timeout),
+                busy=lambda: AlreadyRunningError(
+                    f"{self.task_family} for {directory} is already running in another "
+                    "process; wait for it to finish or stop it"
+                ),
+                on_wait=lambda: logger.warning(
+                    "%s is already running in another process; waiting for it", directory
+                ),
+            ):
+                if self.complete():
+                    logger.info("%s was completed by another process meanwhile", self)
+                    return
+                with storage_errors(str(directory)):
+                    claim_dir(directory, digest)  # a failed run before us may have removed it
+                clean_leftovers(directory)
+                try:
+                    self.produce(directory)
+                    barrier.sync()  # the outputs are on disk before the marker says so
+                    atomic_write_text(directory / SUCCESS, "")
+                    barrier.sync()
+                except BaseException:
+                    if not self.resumable(directory):
+                        _discard(directory)
+                    raise
         note_completed(self.results_root, directory)  # refresh `forge ls`'s index; never raises
 
     def produce(self, directory: Path) -> None:

@@ -40,8 +40,15 @@ from tasks.registry import Entry
 __all__ = ["TorchBackend"]
 
 
+def _tensor(array: Any) -> torch.Tensor:
+    """``array`` as a CPU tensor sharing its memory, or a copy when it is read-only (the
+    shared split Evaluate scores): torch must never write into memory it may not."""
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch.Tensor]:
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    tensors = {k: _tensor(v) for k, v in batch.items()}
     if device == "cpu":  # already there; skip the per-batch dispatch of .to()
         return tensors
     return {k: v.to(device) for k, v in tensors.items()}
@@ -411,8 +418,8 @@ class TorchBackend(Backend):
         return {k: v / max(rows, 1) for k, v in totals.items()}
 
     def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
-        out = torch.from_numpy(np.asarray(primary_output(outputs)))
-        return float(_supervised_loss(out, torch.from_numpy(np.asarray(targets)), loss))
+        out = _tensor(primary_output(outputs))
+        return float(_supervised_loss(out, _tensor(targets), loss))
 
     def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
         prepare_event_dir(logdir, resume_after)

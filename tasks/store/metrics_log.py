@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from tasks.store.atomic import atomic_write_text, fsync_dir, storage_errors
+from tasks.store.atomic import atomic_write_text, storage_errors, sync_file
 from tasks.store.records import MISSING, read_stored_bytes
 
 __all__ = ["MetricsLog", "read_metrics", "read_metrics_checked"]
@@ -61,7 +60,6 @@ class MetricsLog:
         rows = [r for r in read_metrics(path) if r.get("epoch", 0) <= resume_after]
         self.columns: list[str] | None = list(rows[0]) if rows else None
         self.rows = rows
-        self._entry_synced = False
         if self.columns is not None:
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=self.columns)
@@ -95,14 +93,7 @@ class MetricsLog:
         if self.columns is None:
             return
         with storage_errors(str(self.path)):
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if not self._entry_synced:
-                fsync_dir(self.path.parent)
-                self._entry_synced = True
+            sync_file(self.path)
 
 
 def _fmt(key: str, value: float | None) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.loop.callbacks.best_weights import BestWeights
 from tasks.loop.loop import Callback, Loop
-from tasks.store.atomic import atomic_path
+from tasks.store.atomic import atomic_path, synced_at_end
 from tasks.store.checkpoints import (
     checkpoint_path,
     commit,
@@ -91,13 +91,17 @@ class Checkpointing(Callback):
         bookkeeping: dict[str, Any],
         write_best: Callable[[], None] | None,
     ) -> None:
-        with atomic_path(checkpoint_path(self.directory, epoch, self.suffix)) as tmp:
-            write(tmp)
-        if write_best is not None:
-            write_best()
-        for sync in self.before_commit:
-            sync()
-        commit(self.directory, epoch, self.suffix, bookkeeping)
+        # The checkpoint, the best weights it names and the metrics rows are synced in one
+        # round, then the sidecar that makes them count.
+        with synced_at_end() as barrier:
+            with atomic_path(checkpoint_path(self.directory, epoch, self.suffix)) as tmp:
+                write(tmp)
+            if write_best is not None:
+                write_best()
+            for sync in self.before_commit:
+                sync()
+            barrier.sync()
+            commit(self.directory, epoch, self.suffix, bookkeeping)
         keep_best = bookkeeping.get("best_epoch")
         if self.keep is not None:
             keep_best = retain(self.directory, self.keep)
@@ -111,13 +115,15 @@ class Checkpointing(Callback):
         bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
         write_best = self.best.take_unwritten() if self.best else None
         self.wait()
-        with atomic_path(partial_path(self.directory, epoch, self.suffix)) as tmp:
-            write(tmp)
-        if write_best is not None:  # the best weights it names, as for an epoch's commit
-            write_best()
-        for sync in self.before_commit:
-            sync()
-        commit_partial(self.directory, epoch, self.suffix, bookkeeping)
+        with synced_at_end() as barrier:
+            with atomic_path(partial_path(self.directory, epoch, self.suffix)) as tmp:
+                write(tmp)
+            if write_best is not None:  # the best weights it names, as for an epoch's commit
+                write_best()
+            for sync in self.before_commit:
+                sync()
+            barrier.sync()
+            commit_partial(self.directory, epoch, self.suffix, bookkeeping)
 
     def wait(self) -> None:
         """Block until the checkpoint being written is committed; raise its error."""

@@ -17,6 +17,7 @@ from tasks.store.atomic import (
     atomic_write_text,
     clean_leftovers,
     storage_error,
+    synced_at_end,
 )
 
 
@@ -112,3 +113,66 @@ def test_finished_files_honour_the_umask_whatever_mode_the_writer_chose(tmp_path
     assert (tmp_path / "w.bin").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "d" / "sub").stat().st_mode & 0o777 == 0o775
     assert (tmp_path / "d" / "sub" / "f").stat().st_mode & 0o777 == 0o664
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths os.fsync is called on, in order (read back from the descriptor)."""
+    seen: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return seen
+
+
+def test_outside_a_block_every_write_is_synced_before_it_returns(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    atomic_write_text(tmp_path / "a.json", "{}")
+    # The temporary is synced, renamed into place, then its folder is synced.
+    assert len(synced) == 2 and synced[1] == str(tmp_path)
+    assert Path(synced[0]).name.startswith(".tmp-") and synced[0].endswith("-a.json")
+
+
+def test_a_block_syncs_its_files_together_before_the_marker(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    with synced_at_end() as barrier:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        sub = tmp_path / "model"
+        with atomic_path(sub / "w.bin") as tmp:
+            tmp.write_bytes(b"123")
+        assert synced == []  # renamed into place, not synced yet
+        assert (tmp_path / "a.json").read_text() == "{}"
+        barrier.sync()
+        assert sorted(synced) == sorted(
+            [str(tmp_path / "a.json"), str(sub / "w.bin"), str(tmp_path), str(sub)]
+        )
+        synced.clear()
+        atomic_write_text(tmp_path / "_SUCCESS", "")
+    assert sorted(synced) == [str(tmp_path), str(tmp_path / "_SUCCESS")]
+
+
+def test_a_block_ended_by_an_error_still_syncs_and_keeps_the_error(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    with pytest.raises(KeyError), synced_at_end():
+        atomic_write_text(tmp_path / "run.json", "{}")
+        raise KeyError("the step failed")
+    assert str(tmp_path / "run.json") in synced
+
+
+def test_another_thread_inside_a_block_syncs_as_it_writes(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    import threading
+
+    with synced_at_end():
+        worker = threading.Thread(target=atomic_write_text, args=(tmp_path / "ckpt.json", "{}"))
+        worker.start()
+        worker.join()
+        assert str(tmp_path) in synced  # the checkpoint thread did not wait for the block

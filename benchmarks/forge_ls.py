@@ -12,6 +12,7 @@ index rebuild (``forge ls --rebuild``) is reported as a second row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -54,23 +55,35 @@ train:
 """
 
 
+_EVAL = "split: test\ncheckpoint: best\nmetrics: [accuracy, loss]\n"
+
+
+def _folder(parent: Path, stem: str, content: str) -> Path:
+    """A finished step folder named as Forge names it: ``<stem>-<digest[:8]>`` holding the
+    full digest (here of ``content``) and the marker."""
+    digest = hashlib.sha256(content.encode()).hexdigest()
+    folder = parent / f"{stem}-{digest[:8]}"
+    folder.mkdir(parents=True)
+    (folder / ".digest").write_text(digest)
+    (folder / "_SUCCESS").write_text("")
+    return folder
+
+
 def synthesize(results: Path, n: int) -> None:
     """Write ``n`` finished experiments under ``results`` (10 data x 10 model folders)."""
     per_model = max(1, n // 100)
     made = 0
     for d in range(10):
-        data = results / f"blobs-{d:08x}"
+        data = _folder(results, "blobs", f"data {d}")
         for m in range(10):
-            model = data / f"mlp_torch-{m:08x}"
+            model = _folder(data, "mlp_torch", f"model {d} {m}")
             for t in range(per_model):
                 if made == n:
                     return
-                exp = model / f"default-{t:08x}"
+                exp = _folder(model, "default", f"train {d} {m} {t}")
+                evaluation = _folder(exp / "eval", "default", f"eval {d} {m} {t}")
                 (exp / "model").mkdir(parents=True)
-                (exp / "eval" / "default-0000beef").mkdir(parents=True)
-                for folder in (data, model, exp, exp / "eval" / "default-0000beef"):
-                    (folder / ".digest").write_text(f"{folder.name}-{d}-{m}-{t}\n")
-                    (folder / "_SUCCESS").write_text("")
+                (evaluation / "eval.yaml").write_text(_EVAL)
                 epochs, lr = 1 + t % 5, 0.001 * (1 + t // 5)
                 (exp / "config.yaml").write_text(
                     _CONFIG.format(d=d, h=16 * (m + 1), e=epochs, lr=lr)
@@ -97,7 +110,7 @@ def synthesize(results: Path, n: int) -> None:
                     "rows": 60,
                     "metrics": {"accuracy": 0.9, "loss": 0.3},
                 }
-                (exp / "eval" / "default-0000beef" / "metrics.json").write_text(json.dumps(metrics))
+                (evaluation / "metrics.json").write_text(json.dumps(metrics))
                 made += 1
 
 

@@ -80,9 +80,14 @@ class Evaluate(EvalParams, ForgeTask):
         device = backend.resolve_device(experiment.config["train"]["device"])
         stream = BatchStream(experiment.data_file, cfg["split"], cfg["batch_size"], shuffle=False)
         outputs = backend.predict(model, stream.epoch(0), device, experiment.inputs)
-        # Metrics get the split read-only (shared with the stream): a metric that changed
-        # it would change what the next metric sees.
-        arrays = stream.whole() or read_split(experiment.data_file, cfg["split"])
+        # Metrics get their own writable copy: the stream's split is shared within the
+        # process (a sweep worker), and a metric may change what it is given.
+        whole = stream.whole()
+        arrays = (
+            {k: v.copy() for k, v in whole.items()}
+            if whole is not None
+            else read_split(experiment.data_file, cfg["split"])
+        )
         metrics: dict[str, float] = {}
         code: dict[str, Any] = {"metrics": {}}
         objective_name = experiment.config["model"].get("objective")

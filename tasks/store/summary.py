@@ -272,7 +272,7 @@ _DAMAGE_INPUTS = (
     (0, DIGEST_FILE),
     (0, ""),
     (0, MODEL_DIR),
-    (0, f"{MODEL_DIR}/{CHECKPOINT_DIR}"),
+    (0, CHECKPOINT_DIR),
     (1, DIGEST_FILE),
     (2, DIGEST_FILE),
     (2, META_FILE),
@@ -504,9 +504,9 @@ def read_record(root: Path, rel: str, *, settled: bool = False) -> Record:
         "code": run.code,
         "damage": "; ".join(" ".join(why.split()) for why in damage) or None,
         "sig": sig,
-        # A damaged experiment is as settled as a done one: its damage is in the files
-        # the signature covers, so it is re-read (and re-checked) when they change.
-        "volatile": status not in ("done", PRUNED, "damaged")
+        # A damaged experiment is re-read at every listing: a file restored in place (what
+        # the damage message advises) changes no folder time the signature covers.
+        "volatile": status not in ("done", PRUNED)
         or (not settled and _newest_mtime(sig, len(eval_names)) >= started - RACY_NS),
     }
 

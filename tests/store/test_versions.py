@@ -115,15 +115,18 @@ def test_experiment_damage_is_memoised_and_sees_an_in_place_change(
     assert "metrics.csv" in after, after
 
 
+@pytest.mark.parametrize("name", [METRICS_FILE, "checkpoints/epoch-0001.pt", "model/best.bin"])
 def test_experiment_damage_sees_a_symbolic_link_swapped_in(
-    tmp_path: Path, no_racy_window: None
+    tmp_path: Path, no_racy_window: None, name: str
 ) -> None:
     directory = _experiment(tmp_path)
-    outside = tmp_path / "outside.csv"
-    outside.write_text("epoch,loss\n1,0.5\n", encoding="utf-8")
+    target = directory / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("epoch,loss\n1,0.5\n", encoding="utf-8")
+    stash = tmp_path / "stash"
     time.sleep(TICK_S)
     assert "symbolic link" not in (summary.experiment_damage(directory) or "")
-    (directory / METRICS_FILE).unlink()
-    (directory / METRICS_FILE).symlink_to(outside)
+    target.rename(stash)  # moved aside and linked back: the content is the same
+    target.symlink_to(stash)
     time.sleep(TICK_S)
-    assert "symbolic link" in (summary.experiment_damage(directory) or "")
+    assert f"{name} is a symbolic link" in (summary.experiment_damage(directory) or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -164,3 +165,39 @@ def test_sweep_defers_the_export_until_the_first_code_free_load(
     assert export["ok"] is True and (exp / export["file"]).exists()
     again = LoadTrained(exp, code_free=True)  # uses the file now written
     assert np.allclose(again.predict(x), expected, atol=1e-6)
+
+
+_MUTATING_METRIC = '''
+import torch
+
+from tasks import register_metric
+
+
+@register_metric("mean_then_shift")
+def mean_then_shift(outputs, batch):
+    """What a careless metric does: it reads, then changes its input in place."""
+    seen = float(batch["x"].mean())
+    batch["x"] -= 1.0  # numpy, in place
+    torch.from_numpy(batch["x"]).sub_(1.0)  # torch, sharing the memory
+    return seen
+'''
+
+
+def test_a_metric_that_changes_its_input_changes_nothing_else(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    """One worker process evaluates three experiments on the same split: each metric call
+    sees the stored data, whatever the previous call did to its arrays."""
+    (tmp_path / "forge_mutating_metric.py").write_text(_MUTATING_METRIC)
+    evaluation = tmp_path / "eval.yaml"
+    evaluation.write_text("split: test\ncheckpoint: best\nmetrics: [accuracy, mean_then_shift]\n")
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1, 2]}")
+    sweep.write_text(sweep.read_text() + f"eval: [{evaluation}]\n")
+    env = {"FORGE_PLUGINS": "forge_mutating_metric", "PYTHONPATH": str(tmp_path)}
+    result = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir, env=env)
+    assert result.returncode == 0, result.output[-3000:]
+    seen = [
+        json.loads(path.read_text())["metrics"]["mean_then_shift"]
+        for path in sorted(results_dir.glob("*/*/*/eval/*/metrics.json"))
+    ]
+    assert len(seen) == 3 and len(set(seen)) == 1, seen

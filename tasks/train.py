@@ -45,7 +45,7 @@ from tasks.run_context import record_run_context
 from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
-from tasks.store.atomic import atomic_path, atomic_write_text, storage_error
+from tasks.store.atomic import atomic_path, atomic_write_text, storage_error, sync_file
 from tasks.store.checkpoints import CheckpointInfo, committed, prune
 from tasks.store.drift import code_fingerprints
 from tasks.store.names import (
@@ -160,6 +160,12 @@ class Train(TrainParams, ForgeTask):
                 raise
             run["status"] = "done"
             self._finish_record(directory, run)
+        # Files appended in place, not through an atomic write: synced with the step's other
+        # files before its marker.
+        for appended in (directory / LOG_FILE, directory / RUNS_LOG):
+            sync_file(appended)
+        for event_file in sorted((directory / TENSORBOARD_DIR).rglob("*")):
+            sync_file(event_file)
 
     # -- records -----------------------------------------------------------------------
 

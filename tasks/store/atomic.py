@@ -269,6 +269,14 @@ def synced_at_end() -> Iterator[SyncBarrier]:
                 barrier.sync()
 
 
+def _defer(pending: set[Path], dest: Path) -> None:
+    """Add ``dest`` to a block's syncs; a folder (a SavedModel) with everything in it."""
+    pending.add(dest)
+    if dest.is_dir():
+        for base, dirs, files in os.walk(dest):
+            pending.update(Path(base) / name for name in (*dirs, *files))
+
+
 def sync_file(path: Path) -> None:
     """Make ``path`` (written in place, e.g. appended) durable: now, or at the end of the
     enclosing :func:`synced_at_end` block."""
@@ -313,7 +321,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
             if pending is None:
                 _fsync_dir(dest.parent)
             else:
-                pending.add(dest)
+                _defer(pending, dest)
         finally:
             if tmp.is_dir():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -348,7 +356,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
             if pending is None:
                 _fsync_dir(dest.parent)
             else:
-                pending.add(dest)
+                _defer(pending, dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -46,7 +46,7 @@ _PATH_KEYS = (("params", "path"),)
 _REFERENCE = re.compile(r"\$\{([^${}]*)\}")
 _DOTTED = re.compile(r"^(data|model|train|eval)(\.[A-Za-z0-9_-]+)+$")
 
-FileKey = tuple[str, int, int, int]
+FileKey = tuple[str, int, int, int, int]  # path, mtime, size, inode, ctime
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _stat_key(path: str | Path) -> FileKey | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    return (os.path.abspath(path), st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def _current(chain: tuple[FileKey, ...], first: FileKey) -> bool:

@@ -38,7 +38,7 @@ __all__ = [
 MAX_BYTES = 1_000_000
 # Parsed files by (path, mtime, size, inode): a sweep or a status check of many experiments
 # reads the same few configs thousands of times.
-_parsed: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+_parsed: dict[tuple[str, int, int, int, int], dict[str, Any]] = {}
 # k aliases can expand a document at most about 3**(k/3) times (each level of nesting
 # repeating the previous one); 30 keeps the worst case near 60,000 nodes, far more
 # aliases than any real config uses.
@@ -191,7 +191,7 @@ def load_yaml_file(path: Path, *, what: str = "config", shared: bool = False) ->
         stat = None
     if stat is None or not S_ISREG(stat.st_mode):
         raise ConfigError(f"{what} file {path} does not exist; check the path you passed")
-    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
     if key in _parsed:
         return _parsed[key] if shared else copy_plain(_parsed[key])
     size = stat.st_size

@@ -81,3 +81,15 @@ def test_stored_config_text_is_pyyamls_and_reads_back(data: dict[str, Any]) -> N
     assert text.isascii()
     back = parse_yaml_value(text, where="test") if data else {}
     assert json.dumps(back, sort_keys=True) == json.dumps(data, sort_keys=True)
+
+
+def test_a_same_size_edit_with_its_mtime_put_back_is_read_again(tmp_path: Path) -> None:
+    import os
+
+    path = write_yaml(tmp_path / "train.yaml", "epochs: 5\nbatch_size: 32\n")
+    assert load_yaml_file(path, what="train config")["epochs"] == 5  # memoised now
+    before = path.stat()
+    path.write_text("epochs: 7\nbatch_size: 16\n")  # same size, in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert load_yaml_file(path, what="train config") == {"epochs": 7, "batch_size": 16}

@@ -24,7 +24,7 @@ from tasks.build_model import BuildModel
 from tasks.config.schema import input_names
 from tasks.config.yamlio import dump_yaml
 from tasks.data.h5store import BatchStream, DataMeta, read_meta
-from tasks.errors import ConfigError, CorruptArtifactError, PreemptedError
+from tasks.errors import ConfigError, PreemptedError
 from tasks.loop import Callback, Loop
 from tasks.loop.callbacks import (
     BestWeights,
@@ -46,7 +46,7 @@ from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
 from tasks.store.atomic import atomic_path, atomic_write_text, storage_error, sync_file
-from tasks.store.checkpoints import CheckpointInfo, committed, prune
+from tasks.store.checkpoints import CheckpointInfo, committed, discard_partial, prune
 from tasks.store.drift import code_fingerprints
 from tasks.store.names import (
     CONFIG_FILE,
@@ -248,11 +248,7 @@ class Train(TrainParams, ForgeTask):
             deterministic=train_cfg["deterministic"],
         )
         session = backend.session(model, settings)
-        resumed = self._resume(directory, session, backend)
-        run["resumed_from_epoch"] = resumed.epoch or None
-        if resumed.partial:  # continued epoch resumed_from_epoch + 1 after this many batches
-            run["resumed_after_batch"] = resumed.loop["partial"].get("batches")
-        loop = self._fit(directory, backend, session, settings, meta, data_path, resumed)
+        loop = self._fit(directory, backend, session, settings, meta, data_path, run)
         run.update(end_reason=loop.end_reason, end_epoch=loop.epoch)
         if loop.end_reason == PREEMPTED:
             where = f"epoch {loop.epoch}/{settings.epochs}"
@@ -306,9 +302,10 @@ class Train(TrainParams, ForgeTask):
         settings: TrainSettings,
         meta: DataMeta,
         data_path: Path,
-        resumed: CheckpointInfo,
+        run: dict[str, Any],
     ) -> Loop:
-        """Run the shared loop with Forge's callbacks; returns it (for why it ended)."""
+        """Resume from the newest usable checkpoint, run the shared loop with Forge's
+        callbacks, and return it (for why it ended)."""
         train_cfg = self.spec["train"].config
         source = self.spec["train"].source
         buffer = int(forge().buffer_mb) * (1 << 20)
@@ -325,6 +322,22 @@ class Train(TrainParams, ForgeTask):
             if meta.rows.get("val")
             else None
         )
+        resumed = self._resume(directory, session, backend)
+        probe = Loop(session, train_stream, None, settings.epochs, start_epoch=resumed.epoch)
+        try:
+            probe.load_state(resumed.loop)
+        except ValueError as err:  # a partial checkpoint that cannot continue its epoch
+            logger.warning(
+                "checkpoint %s cannot continue its epoch (%s); resuming from the last finished "
+                "epoch instead",
+                resumed.path.name,
+                err,
+            )
+            discard_partial(directory)
+            resumed = self._resume(directory, session, backend)
+        run["resumed_from_epoch"] = resumed.epoch or None
+        if resumed.partial:  # continued epoch resumed_from_epoch + 1 after this many batches
+            run["resumed_after_batch"] = resumed.loop["partial"].get("batches")
         best = BestWeights(
             directory, backend.weights_suffix, train_cfg["monitor"], train_cfg["mode"], source
         )
@@ -374,14 +387,7 @@ class Train(TrainParams, ForgeTask):
             source=source,
             accumulate=settings.accumulate,
         )
-        try:
-            loop.load_state(resumed.loop)
-        except ValueError as err:  # a partial checkpoint that cannot continue its epoch
-            sidecar = resumed.path.parent / f"{resumed.path.name.split('.')[0]}.json"
-            raise CorruptArtifactError(
-                f"checkpoint sidecar {sidecar}: key 'loop.partial' is unusable ({err}); "
-                "delete it and its checkpoint to resume from the last finished epoch"
-            ) from err
+        loop.load_state(resumed.loop)  # checked above
         best.load_state({"best_epoch": resumed.best_epoch, "best_value": resumed.best_value})
         loop.run()
         return loop

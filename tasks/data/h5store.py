@@ -351,6 +351,14 @@ class BatchStream:
     def __len__(self) -> int:
         return -(-self.rows // self.batch_size)
 
+    def order(self) -> list[int]:
+        """What decides the order of the batches besides ``(seed, epoch)``: rows, batch
+        size, whether the split is read whole or in blocks (and their size), shuffling.
+        A resumed epoch may skip its done batches only if this is unchanged."""
+        whole = self._cache is not None
+        return [self.rows, self.batch_size, 0 if whole else self.block_rows, int(self.shuffle),
+                self.seed]  # fmt: skip
+
     def whole(self) -> dict[str, np.ndarray] | None:
         """The whole split when it was read at once (within the budget), else None.
 

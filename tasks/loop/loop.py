@@ -197,6 +197,13 @@ class Loop:
             )
         if not 0 < checked["batches"] < checked["of"]:
             raise ValueError(f"partial-epoch state with {checked['batches']} batches done")
+        order = partial.get("order")  # absent in checkpoints written before it was kept
+        if order is not None and list(order) != self.train.order():
+            raise ValueError(
+                f"the epoch's batch order was {list(order)} (rows, batch size, block rows, "
+                f"shuffle, seed) and is now {self.train.order()}: [forge] buffer_mb changed"
+            )
+        checked["order"] = self.train.order()
         return checked
 
     # -- running -----------------------------------------------------------------------
@@ -289,7 +296,8 @@ class Loop:
             check_finite(epoch, means, self.source, self.session.learning_rate())
             batches = start + len(sizes)
             self.partial = {"epoch": epoch, "batches": batches, "of": len(stream),
-                            "rows": rows, "sums": sums, "lr": self.lr}  # fmt: skip
+                            "rows": rows, "sums": sums, "lr": self.lr,
+                            "order": stream.order()}  # fmt: skip
             return None
         return {key: value / max(rows, 1) for key, value in sums.items()}
 

@@ -33,6 +33,7 @@ __all__ = [
     "checkpoint_path",
     "commit",
     "commit_partial",
+    "discard_partial",
     "committed",
     "improves",
     "partial_path",
@@ -96,6 +97,12 @@ def commit_partial(directory: Path, epoch: int, suffix: str, bookkeeping: dict[s
         directory / CHECKPOINT_DIR / f"partial-{epoch:04d}.json", json_text(record, indent=None)
     )
     _drop_partials(directory, lambda inside: inside != epoch)
+
+
+def discard_partial(directory: Path) -> None:
+    """Remove every partial checkpoint (one that cannot continue its epoch), sidecar first:
+    resume then starts from the last finished epoch."""
+    _drop_partials(directory, lambda inside: True)
 
 
 def _drop_partials(directory: Path, drop: Callable[[int], bool]) -> None:

@@ -320,12 +320,23 @@ def test_a_partial_state_that_does_not_fit_is_refused(data_file: Path, tmp_path:
     (info,) = committed(tmp_path, partial=True)
     assert info.partial and info.epoch == 0
     state = dict(info.loop)
-    fresh = Loop(ResumableSession(_settings(data_file)), *_streams(data_file), 2, [])
+    same_order = BatchStream(data_file, "train", 10, seed=3)
+    fresh = Loop(ResumableSession(_settings(data_file)), same_order, None, 2, [])
     fresh.load_state(state)
     assert fresh.partial is not None and fresh.partial["batches"] == 4
     for bad in ({"batches": 7}, {"batches": 0}, {"epoch": 2}, {"of": 8}, {"sums": None}):
         with pytest.raises(ValueError, match="partial-epoch state"):
             fresh.load_state({**state, "partial": {**state["partial"], **bad}})
+    # The same batches in another order (another seed, shuffling, or block size from
+    # [forge] buffer_mb): skipping the done ones would train some rows twice, some never.
+    for other in (
+        BatchStream(data_file, "train", 10, seed=4),
+        BatchStream(data_file, "train", 10, shuffle=False),
+        BatchStream(data_file, "train", 10, seed=3, buffer_bytes=1),
+    ):
+        elsewhere = Loop(ResumableSession(_settings(data_file)), other, None, 2, [])
+        with pytest.raises(ValueError, match="batch order"):
+            elsewhere.load_state(state)
     # A sidecar without the loop's partial state is no usable partial checkpoint.
     commit_partial(tmp_path, 1, ".ckpt", {"loop": {}})
     assert committed(tmp_path, partial=True) == []

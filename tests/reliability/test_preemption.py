@@ -241,3 +241,27 @@ def test_tensorflow_sigterm_mid_epoch_checkpoints_and_resumes(tmp_path: Path) ->
     exact = all(np.array_equal(a[n], b[n]) for n in a)
     same_rows = np.array_equal(rows_a, rows_b)
     print(f"tensorflow mid-epoch resume: weights bit-identical {exact}, rows equal {same_rows}")
+
+
+def test_a_partial_checkpoint_that_cannot_continue_its_epoch_is_set_aside(
+    tmp_path: Path,
+) -> None:
+    """A damaged (or no longer fitting) partial state does not block the rerun: it is
+    discarded with a warning and training resumes from the last finished epoch."""
+    args = train_args("torch", "train.epochs=2 train.batch_size=1", _data_config(tmp_path, 4_000))
+    results = tmp_path / "results"
+    exp, partial, _, _ = _preempt_mid_epoch(args, results, tmp_path / "run.log",
+                                            signal.SIGTERM, after_s=1.0)  # fmt: skip
+    (sidecar,) = (exp / "checkpoints").glob("partial-*.json")
+    record = json.loads(sidecar.read_text())
+    record["loop"]["partial"]["batches"] = 10**6  # more batches than the epoch has
+    sidecar.write_text(json.dumps(record))
+    code, out = run_luigi_to_end("Train", args, results, tmp_path / "rerun.log")
+    assert code == 0, out
+    log = (exp / "train.log").read_text()
+    assert "cannot continue its epoch" in log and "resuming from the last finished" in log, log
+    run = json.loads((exp / "run.json").read_text())
+    assert run["status"] == "done" and "resumed_after_batch" not in run, run
+    assert run["resumed_from_epoch"] == (partial["epoch"] - 1 or None), run
+    assert metric_epochs(exp) == [1, 2]
+    assert not list((exp / "checkpoints").glob("partial-*"))

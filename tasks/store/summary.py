@@ -378,8 +378,8 @@ def _status(directory: Path, run: RunRecord, damage: list[str]) -> str:
         return PRUNED if run.raw.get("end_reason") == PRUNED else "done"
     if lock_held(directory):
         return "running"
-    if run.status == "failed":
-        return "failed"
+    if run.status == "failed" and run.raw.get("end_reason") != "preempted":
+        return "failed"  # a preempted run is not a failure: rerunning resumes it
     return "incomplete"
 
 

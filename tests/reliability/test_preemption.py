@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tasks.store.summary import read_record
 from tests.reliability.crashkit import (
     checkpoint_committed,
     committed_epochs,
@@ -252,6 +253,8 @@ def test_a_partial_checkpoint_that_cannot_continue_its_epoch_is_set_aside(
     results = tmp_path / "results"
     exp, partial, _, _ = _preempt_mid_epoch(args, results, tmp_path / "run.log",
                                             signal.SIGTERM, after_s=1.0)  # fmt: skip
+    listed = read_record(results, str(exp.relative_to(results)))
+    assert listed["status"] == "incomplete", listed  # preempted: not failed, it resumes
     (sidecar,) = (exp / "checkpoints").glob("partial-*.json")
     record = json.loads(sidecar.read_text())
     record["loop"]["partial"]["batches"] = 10**6  # more batches than the epoch has

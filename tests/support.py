@@ -159,3 +159,13 @@ def hold_lock_elsewhere(folder: Path, seconds: float) -> subprocess.Popen[str]:
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
+
+
+def last_line_printed(code: str, cwd: Path) -> str:
+    """Run ``code`` in a fresh Python process (failing the test if it fails) and return the
+    last line it printed: how tests ask a clean interpreter what got imported."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]

@@ -24,7 +24,7 @@ from tests.load_trained.lt_support import (
     load_in_subprocess,
     make_trained,
 )
-from tests.support import CONFIGS, FRAMEWORKS, MODEL_CONFIGS, REPO
+from tests.support import CONFIGS, FRAMEWORKS, MODEL_CONFIGS, REPO, last_line_printed
 
 pytestmark = pytest.mark.slow
 
@@ -165,11 +165,7 @@ def test_constructing_and_reading_records_imports_no_framework(
         "e.config, e.metrics, e.evaluations, e.data('test'), e.checkpoint('last')\n"
         "print(sorted(m for m in ('torch', 'tensorflow') if m in sys.modules))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert last_line_printed(code, tmp_path) == "[]"
 
 
 # -- finding experiments -------------------------------------------------------------------

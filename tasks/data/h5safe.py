@@ -17,17 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import CorruptArtifactError
+from tasks.store.versions import Version, stat_version
 
-__all__ = ["check_hdf5", "file_version", "forget_accepted", "open_checked", "open_version"]
+__all__ = ["check_hdf5", "forget_accepted", "open_checked", "open_version"]
 
 # HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset) and h5py's
 # own LZF: none of them needs a plugin library to be loaded.
 _BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
 _MAX_OBJECTS = 100_000
-# File versions (see file_version) this process has walked and accepted. A sweep worker
+# File versions (see open_version) this process has walked and accepted. A sweep worker
 # opens the same data.h5 several times per experiment; any write to the file changes its
 # version, so a changed file is walked again.
-_accepted: set[tuple[int, ...]] = set()
+_accepted: set[Version] = set()
 _MAX_ACCEPTED = 4096
 
 
@@ -85,25 +86,21 @@ def forget_accepted() -> None:
     _accepted.clear()
 
 
-def file_version(stat: os.stat_result) -> tuple[int, ...]:
-    """What identifies one version of a file's bytes: device, inode, size, mtime and ctime.
+def open_version(fh: Any) -> Version | None:
+    """The version (:func:`tasks.store.versions.stat_version`: device, inode, size, mtime,
+    ctime, mode) of the file an open ``h5py.File`` reads; None for a non-POSIX driver.
 
     Any write changes the modification time and the inode change time, and the latter
     cannot be set back by a user, so a file rewritten in place (or replaced by another
     file) never matches the version taken before.
     """
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def open_version(fh: Any) -> tuple[int, ...] | None:
-    """The :func:`file_version` of an open ``h5py.File`` (None for a non-POSIX driver)."""
     try:
         handle = fh.id.get_vfd_handle()
     except Exception:  # drivers without a file descriptor (core, family, ...)
         return None
     if not isinstance(handle, int):
         return None
-    return file_version(os.fstat(handle))
+    return stat_version(os.fstat(handle))
 
 
 def open_checked(path: Path | str) -> Any:

@@ -298,12 +298,10 @@ def _shared_split(fh: Any, split: str, names: list[str]) -> dict[str, np.ndarray
         return arrays
     for array in arrays.values():
         array.flags.writeable = False  # shared: nobody may change another run's data
-    while (
-        _shared
-        and size + sum(a.nbytes for entry in _shared.values() for a in entry.values())
-        > _SHARED_BYTES
-    ):
-        _shared.pop(next(iter(_shared)))
+    used = sum(a.nbytes for entry in _shared.values() for a in entry.values())
+    while _shared and used + size > _SHARED_BYTES:
+        dropped = _shared.pop(next(iter(_shared)))  # the least recently used
+        used -= sum(a.nbytes for a in dropped.values())
     _shared[key] = arrays
     return arrays
 

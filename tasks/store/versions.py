@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["RACY_NS", "Version", "clear_memos", "memoised_read", "versions_of"]
+__all__ = ["RACY_NS", "Version", "clear_memos", "memoised_read", "stat_version", "versions_of"]
 
 # mtimes this close to "now" may still change within the file system's timestamp
 # granularity, so nothing read from such a file is kept.
@@ -44,10 +44,13 @@ def versions_of(paths: Sequence[str]) -> tuple[Version | None, ...] | None:
             return None
         if st.st_mtime_ns >= stale_before or st.st_ctime_ns >= stale_before:
             return None
-        versions.append(
-            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-        )
+        versions.append(stat_version(st))
     return tuple(versions)
+
+
+def stat_version(st: os.stat_result) -> Version:
+    """The version of the file ``st`` describes (see the module doc)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
 
 def memoised_read(kind: str, paths: Sequence[str], read: Callable[[], T]) -> T:

@@ -91,17 +91,12 @@ class Checkpointing(Callback):
         bookkeeping: dict[str, Any],
         write_best: Callable[[], None] | None,
     ) -> None:
-        # The checkpoint, the best weights it names and the metrics rows are synced in one
-        # round, then the sidecar that makes them count.
-        with synced_at_end() as barrier:
-            with atomic_path(checkpoint_path(self.directory, epoch, self.suffix)) as tmp:
-                write(tmp)
-            if write_best is not None:
-                write_best()
-            for sync in self.before_commit:
-                sync()
-            barrier.sync()
-            commit(self.directory, epoch, self.suffix, bookkeeping)
+        self._write_then_commit(
+            checkpoint_path(self.directory, epoch, self.suffix),
+            write,
+            write_best,
+            lambda: commit(self.directory, epoch, self.suffix, bookkeeping),
+        )
         keep_best = bookkeeping.get("best_epoch")
         if self.keep is not None:
             keep_best = retain(self.directory, self.keep)
@@ -115,15 +110,31 @@ class Checkpointing(Callback):
         bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
         write_best = self.best.take_unwritten() if self.best else None
         self.wait()
+        self._write_then_commit(
+            partial_path(self.directory, epoch, self.suffix),
+            write,
+            write_best,
+            lambda: commit_partial(self.directory, epoch, self.suffix, bookkeeping),
+        )
+
+    def _write_then_commit(
+        self,
+        path: Path,
+        write: Callable[[Path], None],
+        write_best: Callable[[], None] | None,
+        commit_sidecar: Callable[[], None],
+    ) -> None:
+        """Write the checkpoint file, the best weights it names and ``before_commit``,
+        sync them in one round, then write the sidecar that makes them count."""
         with synced_at_end() as barrier:
-            with atomic_path(partial_path(self.directory, epoch, self.suffix)) as tmp:
+            with atomic_path(path) as tmp:
                 write(tmp)
-            if write_best is not None:  # the best weights it names, as for an epoch's commit
+            if write_best is not None:
                 write_best()
             for sync in self.before_commit:
                 sync()
             barrier.sync()
-            commit_partial(self.directory, epoch, self.suffix, bookkeeping)
+            commit_sidecar()
 
     def wait(self) -> None:
         """Block until the checkpoint being written is committed; raise its error."""

@@ -27,7 +27,13 @@ from tasks.config.resolve import (
 from tasks.errors import AlreadyRunningError, BackendUnavailableError
 from tasks.settings import forge
 from tasks.stages import sections_upto, stage
-from tasks.store.atomic import atomic_write_text, clean_leftovers, storage_errors, synced_at_end
+from tasks.store.atomic import (
+    clean_leftovers,
+    commit_marker,
+    set_sync_method,
+    storage_errors,
+    synced_at_end,
+)
 from tasks.store.index import note_completed
 from tasks.store.layout import child_dir, claim_dir
 from tasks.store.lock import FolderLock
@@ -193,6 +199,7 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
     def run(self) -> None:
         directory = self.directory
         digest = self.spec[self.level].digest
+        set_sync_method(forge().sync)
         # Every file the step writes is synced once, together, before its marker.
         with synced_at_end() as barrier:
             with storage_errors(str(directory)):
@@ -216,9 +223,7 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
                 clean_leftovers(directory)
                 try:
                     self.produce(directory)
-                    barrier.sync()  # the outputs are on disk before the marker says so
-                    atomic_write_text(directory / SUCCESS, "")
-                    barrier.sync()
+                    commit_marker(barrier, directory / SUCCESS)
                 except BaseException:
                     if not self.resumable(directory):
                         _discard(directory)

@@ -71,13 +71,29 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     return {name: installed[_normalized(name)] for name in names if _normalized(name) in installed}
 
 
+_git_memo: dict[Path, tuple[dict[str, Any], str]] = {}
+
+
 def git_state(cwd: Path) -> tuple[dict[str, Any], str]:
     """Commit and dirty flag of the git work tree around ``cwd``, and its uncommitted diff.
+
+    Asked once per process and folder: a process runs the code it imported when it
+    started, so an edit made while a sweep worker trains does not change what it runs,
+    and its experiments record the state it started from (three ``git`` commands less
+    per experiment).
 
     Returns:
         ``({"commit": sha | None, "dirty": bool | None, "root": ...}, diff_text)``; both
         empty when ``cwd`` is not inside a git work tree or git is missing.
     """
+    key = Path(cwd).resolve()
+    if key not in _git_memo:
+        _git_memo[key] = _ask_git(key)
+    state, diff = _git_memo[key]
+    return dict(state), diff
+
+
+def _ask_git(cwd: Path) -> tuple[dict[str, Any], str]:
 
     def git(*args: str) -> str:
         return subprocess.run(

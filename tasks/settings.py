@@ -26,6 +26,15 @@ class forge(luigi.Config):  # noqa: N801 - lowercase: a luigi.cfg section, as Lu
         default=0,
         description="Largest array (MiB) a file loader may read into memory; 0: half the RAM.",
     )
+    sync = luigi.ChoiceParameter(
+        default="auto",
+        choices=["auto", "filesystem", "files"],
+        description=(
+            "How a step's files are made durable before its marker: 'filesystem' (one "
+            "syncfs per round; Linux 5.8+), 'files' (an fsync per file), 'auto' (the first "
+            "where available)."
+        ),
+    )
     lock_timeout = luigi.FloatParameter(
         default=3600.0,
         description="Seconds to wait for another process running the same step before failing.",

@@ -55,7 +55,7 @@ from tasks.errors import ConfigError, ForgeError, PreemptedError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
 from tasks.stages import SECTIONS
-from tasks.store.atomic import atomic_write_text, storage_errors
+from tasks.store.atomic import atomic_write_text, chained_steps, storage_errors
 from tasks.store.lock import FolderLock
 from tasks.store.names import SUCCESS, SWEEP_WORKERS_DIR, SWEEPS_DIR
 from tasks.store.records import json_text
@@ -275,7 +275,8 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 "sweep was scheduled; rerun the command"
             )
         runner = ShardRunner(self, plan, len(self.indices))
-        with preemption.watching():
+        # One sync round per step: each marker is synced with the next step's files.
+        with preemption.watching(), chained_steps():
             for position, index in enumerate(self.indices):
                 check_preempted(f"shard {self.index + 1}/{self.count} of sweep {plan.name}")
                 runner.run_experiment(position, index)

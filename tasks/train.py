@@ -45,7 +45,13 @@ from tasks.run_context import record_run_context
 from tasks.search.trial import StopTraining, report_epoch
 from tasks.settings import forge
 from tasks.stages import TRAIN_SECTIONS
-from tasks.store.atomic import atomic_path, atomic_write_text, storage_error, sync_file
+from tasks.store.atomic import (
+    atomic_path,
+    atomic_write_text,
+    current_barrier,
+    storage_error,
+    sync_file,
+)
 from tasks.store.checkpoints import CheckpointInfo, committed, discard_partial, prune
 from tasks.store.drift import code_fingerprints
 from tasks.store.names import (
@@ -93,6 +99,14 @@ def _log_to(path: Path) -> Iterator[None]:
         root.removeHandler(handler)
         with contextlib.suppress(OSError):  # flushing the last lines to a full disk
             handler.close()
+
+
+def _await_last_checkpoint() -> None:
+    """Wait for the last checkpoint, whose commit ran while Train wrote its other files
+    (handed to the step's barrier by :class:`Checkpointing`); raise its error."""
+    barrier = current_barrier()
+    if barrier is not None:
+        barrier.join()
 
 
 def _log_attempt(directory: Path, run: dict[str, Any]) -> None:
@@ -152,7 +166,10 @@ class Train(TrainParams, ForgeTask):
             try:
                 self._train(directory, run)
                 run["environment"] = record_run_context(directory, self.resolved_config())
+                _await_last_checkpoint()
             except BaseException as err:
+                with contextlib.suppress(BaseException):  # its own error is the echo
+                    _await_last_checkpoint()  # done before the folder is judged resumable
                 run.update(status="failed", error=f"{type(err).__name__}: {err}")
                 if isinstance(err, PreemptedError):
                     run["end_reason"] = "preempted"

@@ -72,3 +72,37 @@ def test_package_versions_match_importlib_metadata_for_any_spelling() -> None:
     assert "no-such-dist-anywhere" not in found
     for name in names[:-1]:
         assert found[name] == metadata.version(name)
+
+
+def _git(cwd: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_the_git_state_is_asked_once_per_process_and_folder(tmp_path: Path) -> None:
+    repo, other = tmp_path / "repo", tmp_path / "other"
+    for folder in (repo, other):
+        folder.mkdir()
+        _git(folder, "init", "-q")
+        (folder / "train.py").write_text("print(1)\n")
+        _git(folder, "add", "train.py")
+        _git(folder, "commit", "-q", "-m", "first")
+    first, _ = provenance.git_state(repo)
+    assert first["commit"] and first["dirty"] is False
+    # An edit after the process started does not change the code it runs: the state it
+    # recorded first stays, and callers get their own copy of it.
+    (repo / "train.py").write_text("print(2)\n")
+    again, diff = provenance.git_state(repo)
+    assert again == first and diff == ""
+    again["dirty"] = True
+    assert provenance.git_state(repo)[0]["dirty"] is False
+    # The control: a folder not asked before is asked now, and sees its own edit.
+    (other / "train.py").write_text("print(3)\n")
+    state, diff = provenance.git_state(other)
+    assert state["dirty"] is True and "print(3)" in diff

@@ -386,6 +386,13 @@ class _TFSession(TrainSession):
 
     snapshots = True
 
+    def state_nbytes(self) -> int | None:
+        variables = [*self.model.variables, *self.optimizer.variables]
+        try:
+            return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+        except TypeError:  # a dtype NumPy does not know (bfloat16): size unknown
+            return None
+
     def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
         # model.variables includes the dropout layers' seed-generator states.
         groups = {
@@ -452,7 +459,7 @@ class _TFScalarWriter(ScalarWriter):
     def __init__(self, logdir: Path) -> None:
         self._writer = tf.summary.create_file_writer(str(logdir))
 
-    def add_scalars(self, step: int, values: Mapping[str, float]) -> None:
+    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
         summary = tf.compat.v1.Summary(
             value=[
                 tf.compat.v1.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()
@@ -460,7 +467,8 @@ class _TFScalarWriter(ScalarWriter):
         )
         with self._writer.as_default():
             tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(step))
-        self._writer.flush()
+        if flush:
+            self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()

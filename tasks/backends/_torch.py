@@ -117,10 +117,11 @@ class _TorchScalarWriter(ScalarWriter):
 
         self._writer = SummaryWriter(log_dir=str(logdir))
 
-    def add_scalars(self, step: int, values: Mapping[str, float]) -> None:
+    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
         for name, value in values.items():
             self._writer.add_scalar(name, value, step)
-        self._writer.flush()
+        if flush:
+            self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
@@ -255,6 +256,12 @@ class _TorchSession(TrainSession):
             group["lr"] = lr
 
     snapshots = True
+
+    def state_nbytes(self) -> int | None:
+        tensors = [*self.model.state_dict().values()]
+        for per_param in self.optimizer.state.values():
+            tensors += [v for v in per_param.values() if isinstance(v, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def _state(self, epoch: int) -> dict[str, Any]:
         state = {

@@ -243,7 +243,9 @@ class ScalarWriter(ABC):
     """Writes per-epoch scalars as TensorBoard event files."""
 
     @abstractmethod
-    def add_scalars(self, step: int, values: Mapping[str, float]) -> None: ...
+    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
+        """Write ``values`` at ``step``; ``flush``: onto the event file now (else when the
+        writer's buffer, a later flush or :meth:`close` does)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -301,6 +303,11 @@ class TrainSession(ABC):
         return lambda path: self.save_checkpoint(path, epoch)
 
     snapshots = False  # whether checkpoint_writer really copies (safe in the background)
+
+    def state_nbytes(self) -> int | None:
+        """About how many bytes a checkpoint holds (model and optimizer state); None when
+        unknown. Decides whether checkpoints are written on the training thread."""
+        return None
 
     def weights_writer(self) -> Callable[[Path], None] | None:
         """A copy of the weights :meth:`save_weights` writes, taken now, and the function

@@ -7,25 +7,32 @@ OS errors (disk full, I/O error, read-only directory) become :class:`StorageErro
 
 Durability: outside a :func:`synced_at_end` block a write is synced (file, then its folder)
 before it returns. Inside one — a step's run — writes are renamed into place at once but
-synced together when the block ends, concurrently, so that a file system that groups
-concurrent syncs into one journal commit (ext4, XFS) pays about one sync per step instead
-of two per file; the step's marker is written after that. A process that dies still
+synced together in one round when the block ends (or at ``barrier.sync()``), either by one
+``syncfs`` per file system or by concurrent ``fsync`` calls (:func:`set_sync_method`); the
+step's marker is written after that (:func:`commit_marker`). A process that dies still
 leaves every file old, new or absent; a power loss before a step's marker may leave its
-files incomplete, and the step is not complete then, so the rerun rewrites them.
+files incomplete, and the step is not complete then, so the rerun rewrites them. Steps
+chained in one thread (:func:`chained_steps`, a sweep shard) sync each marker with the next
+round, so a later marker is never durable without an earlier one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import re
 import shutil
+import sys
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from tasks.errors import ForgeError, StorageError
 
@@ -34,12 +41,18 @@ __all__ = [
     "atomic_dir",
     "atomic_path",
     "atomic_write_text",
+    "commit_marker",
+    "chained_steps",
     "clean_leftovers",
+    "collecting",
+    "current_barrier",
     "current_umask",
     "honour_umask",
     "reserve_space",
+    "set_sync_method",
     "storage_error",
     "storage_errors",
+    "sync_carried",
     "sync_file",
     "synced_at_end",
     "temporary_writer",
@@ -187,30 +200,116 @@ def _tmp_name(dest: Path) -> Path:
     return dest.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{dest.name}")
 
 
-# The paths written inside the innermost synced_at_end block of this thread (None: none).
-# A new thread starts outside any block, so the checkpoint thread syncs as it writes.
-_deferred: ContextVar[set[Path] | None] = ContextVar("forge_deferred_sync", default=None)
+# The barrier of the innermost synced_at_end (or collecting) block of this thread; None
+# outside any. A new thread starts outside any block, so the checkpoint thread syncs as it
+# writes unless it opens a block of its own.
+_deferred: ContextVar[SyncBarrier | None] = ContextVar("forge_deferred_sync", default=None)
 _SYNC_THREADS = 16
+# Paths whose sync may wait for the next sync round of this process (see
+# SyncBarrier.sync_with_next_round); any thread's round takes them along.
+_carried: set[Path] = set()
+_carried_lock = threading.Lock()
 
 
 class SyncBarrier:
-    """The paths a :func:`synced_at_end` block wrote; :meth:`sync` makes them durable."""
+    """The paths a :func:`synced_at_end` block wrote; :meth:`sync` makes them durable.
+
+    Attributes:
+        paths: files and folders written in the block and not synced yet.
+        waits: work handed to another thread (a checkpoint being committed) that must
+            finish before this block's files count; :meth:`join` waits for it.
+    """
 
     def __init__(self) -> None:
         self.paths: set[Path] = set()
+        self.waits: list[Future[None]] = []
+
+    def wait_for(self, future: Future[None]) -> None:
+        """Make :meth:`join` (and so :meth:`sync`) wait for ``future`` and raise its error."""
+        self.waits.append(future)
+
+    def join(self) -> None:
+        """Wait for the work handed over with :meth:`wait_for`; raise the first error."""
+        waits, self.waits = self.waits, []
+        errors = []
+        for future in waits:
+            try:
+                future.result()
+            except BaseException as err:  # wait for every one, then report the first
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
     def sync(self) -> None:
-        """Sync every file written so far and the folders holding them, concurrently.
+        """Wait for handed-over work, then sync every file written so far and the folders
+        holding them, concurrently (with any paths carried from an earlier round).
 
         Raises:
             StorageError: a sync failed (the file is named); a file removed meanwhile is
                 skipped.
         """
+        self.join()
         paths = set(self.paths)
         self.paths.clear()  # the same set the block adds to: later writes go on collecting
         # Files and the folders naming them in one round: both are done before this
         # returns, which is all the caller (about to write a marker) relies on.
         _sync_all(paths | {p.parent for p in paths})
+
+    def sync_with_next_round(self) -> None:
+        """Leave what was written since the last :meth:`sync` (a step's marker) to the next
+        sync round of this process, whichever thread runs it, or :func:`sync_carried`.
+
+        For an in-process chain of steps: the next step's files are synced in that round,
+        before its own marker, so a later marker is never durable without an earlier one,
+        and the chain pays one round per step instead of two.
+        """
+        paths = set(self.paths)
+        self.paths.clear()
+        with _carried_lock:
+            _carried.update(paths | {p.parent for p in paths})
+
+
+def sync_carried() -> None:
+    """Sync what :meth:`SyncBarrier.sync_with_next_round` left over, now."""
+    _sync_all((), carried_only=True)
+
+
+_chained: ContextVar[bool] = ContextVar("forge_chained_steps", default=False)
+
+
+@contextlib.contextmanager
+def chained_steps() -> Iterator[None]:
+    """Steps run one after another in this thread (a sweep shard's experiments).
+
+    Inside, :func:`commit_marker` leaves a step's marker to the next sync round (the next
+    step's, before its own marker), and the block's end syncs what is left.
+    """
+    token = _chained.set(True)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _chained.reset(token)
+        if ok:
+            sync_carried()
+        else:
+            with contextlib.suppress(Exception):
+                sync_carried()
+
+
+def commit_marker(barrier: SyncBarrier, marker: Path) -> None:
+    """Write the empty ``marker`` that makes a step complete, after syncing its files.
+
+    Synced before this returns, or, inside :func:`chained_steps`, with the next sync
+    round: a later step's marker is never durable without this one.
+    """
+    barrier.sync()  # the outputs are on disk before the marker says so
+    atomic_write_text(marker, "")
+    if _chained.get():
+        barrier.sync_with_next_round()
+    else:
+        barrier.sync()
 
 
 def _sync_one(path: Path) -> None:
@@ -229,8 +328,79 @@ def _sync_one(path: Path) -> None:
         os.close(fd)
 
 
-def _sync_all(paths: Iterable[Path]) -> None:
-    todo = sorted(paths)
+SYNC_METHODS = ("auto", "filesystem", "files")
+_sync_method = "auto"
+
+
+def set_sync_method(method: str) -> None:
+    """How sync rounds make files durable (``[forge] sync``).
+
+    ``files``: an ``fsync`` per file and folder, concurrently. ``filesystem``: one
+    ``syncfs`` per file system the round touches (Linux 5.8 or newer, which reports
+    write-back errors through it), which also flushes other programs' unwritten data on
+    that file system. ``auto``: ``filesystem`` where it is available, else ``files``.
+    Both make the same files durable before the caller goes on.
+
+    Raises:
+        ValueError: an unknown method.
+    """
+    global _sync_method
+    if method not in SYNC_METHODS:
+        raise ValueError(f"unknown sync method {method!r}; use one of {', '.join(SYNC_METHODS)}")
+    _sync_method = method
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    """libc's ``syncfs``, where it reports errors (Linux 5.8+); None elsewhere."""
+    if sys.platform != "linux":
+        return None
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):  # before 5.8, syncfs returned 0 after a failed write-back
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(fd)``: flush the whole file system holding ``fd``."""
+    if _libc_syncfs()(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _sync_filesystems(paths: Iterable[Path]) -> None:
+    """One ``syncfs`` per file system among ``paths`` (each named by one of them)."""
+    by_device: dict[int, Path] = {}
+    for path in paths:
+        try:
+            by_device.setdefault(os.stat(path).st_dev, path)
+        except FileNotFoundError:
+            continue  # replaced or removed after it was written: nothing of it to keep
+        except OSError as err:
+            raise storage_error(err, str(path)) or err from err
+    for path in by_device.values():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            _sync_one(path.parent)  # removed meanwhile: its folder names the same device
+            continue
+        except OSError as err:
+            raise storage_error(err, str(path)) or err from err
+        try:
+            _syncfs(fd)
+        except OSError as err:
+            raise storage_error(err, str(path)) or err from err
+        finally:
+            os.close(fd)
+
+
+def _sync_files(todo: list[Path]) -> None:
     if len(todo) <= 1:
         for path in todo:
             _sync_one(path)
@@ -238,6 +408,33 @@ def _sync_all(paths: Iterable[Path]) -> None:
     with ThreadPoolExecutor(min(_SYNC_THREADS, len(todo)), thread_name_prefix="forge-sync") as pool:
         for _ in pool.map(_sync_one, todo):
             pass
+
+
+def _sync_all(paths: Iterable[Path], *, carried_only: bool = False) -> None:
+    """Sync ``paths`` and what earlier rounds carried over, in one round; a round with
+    nothing of its own (an empty block's end) leaves the carried paths for a real one,
+    unless ``carried_only`` asks for them."""
+    paths = set(paths)
+    if not paths and not carried_only:
+        return
+    with _carried_lock:
+        carried = set(_carried)
+        _carried.clear()
+    todo = sorted(paths | carried)
+    try:
+        if not todo:
+            return
+        whole = _sync_method == "filesystem" or (
+            _sync_method == "auto" and _libc_syncfs() is not None
+        )
+        if whole and _libc_syncfs() is not None:
+            _sync_filesystems(todo)
+        else:
+            _sync_files(todo)
+    except BaseException:
+        with _carried_lock:  # not synced after all: the next round tries again
+            _carried.update(carried)
+        raise
 
 
 @contextlib.contextmanager
@@ -249,13 +446,12 @@ def synced_at_end() -> Iterator[SyncBarrier]:
     durable. When the block ends by an exception, its files are still synced, but a
     failed sync does not replace that exception. A nested block joins the outer one.
     """
-    barrier = SyncBarrier()
     outer = _deferred.get()
     if outer is not None:
-        barrier.paths = outer  # the outer block syncs them
-        yield barrier
+        yield outer  # the outer block syncs them
         return
-    token = _deferred.set(barrier.paths)
+    barrier = SyncBarrier()
+    token = _deferred.set(barrier)
     ok = False
     try:
         yield barrier
@@ -265,24 +461,44 @@ def synced_at_end() -> Iterator[SyncBarrier]:
         if ok:
             barrier.sync()
         else:
+            with contextlib.suppress(BaseException):
+                barrier.join()
             with contextlib.suppress(Exception):
                 barrier.sync()
 
 
-def _defer(pending: set[Path], dest: Path) -> None:
+@contextlib.contextmanager
+def collecting() -> Iterator[SyncBarrier]:
+    """Collect the syncs of this thread's atomic writes in a barrier of their own, even
+    inside a :func:`synced_at_end` block, and leave them unsynced at the end: the caller
+    hands the barrier to whoever commits them (a checkpoint's sidecar, on its thread)."""
+    barrier = SyncBarrier()
+    token = _deferred.set(barrier)
+    try:
+        yield barrier
+    finally:
+        _deferred.reset(token)
+
+
+def current_barrier() -> SyncBarrier | None:
+    """The barrier of the enclosing :func:`synced_at_end` block of this thread, if any."""
+    return _deferred.get()
+
+
+def _defer(barrier: SyncBarrier, dest: Path) -> None:
     """Add ``dest`` to a block's syncs; a folder (a SavedModel) with everything in it."""
-    pending.add(dest)
+    barrier.paths.add(dest)
     if dest.is_dir():
         for base, dirs, files in os.walk(dest):
-            pending.update(Path(base) / name for name in (*dirs, *files))
+            barrier.paths.update(Path(base) / name for name in (*dirs, *files))
 
 
 def sync_file(path: Path) -> None:
     """Make ``path`` (written in place, e.g. appended) durable: now, or at the end of the
     enclosing :func:`synced_at_end` block."""
-    pending = _deferred.get()
-    if pending is not None:
-        pending.add(Path(path))
+    barrier = _deferred.get()
+    if barrier is not None:
+        barrier.paths.add(Path(path))
         return
     _sync_one(Path(path))
     _fsync_dir(Path(path).parent)

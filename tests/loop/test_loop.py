@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.backends.base import TrainSession, TrainSettings
+from tasks.backends.base import ScalarWriter, TrainSession, TrainSettings
 from tasks.data.h5store import BatchStream, read_meta, write_splits
 from tasks.errors import ConfigError, TrainingDivergedError
 from tasks.loop import Callback, Loop, fit_epochs
@@ -23,8 +24,12 @@ from tasks.loop.callbacks import (
     MetricsCsv,
     Progress,
     SearchStop,
+    TensorBoard,
 )
+from tasks.loop.callbacks import tensorboard as tensorboard_callback
+from tasks.loop.callbacks.checkpointing import INLINE_STATE_BYTES
 from tasks.loop.schedules import Warmup, cosine, exponential, onecycle, plateau, step
+from tasks.store.atomic import synced_at_end
 from tasks.store.checkpoints import best_path, commit_partial, committed
 from tasks.store.metrics_log import read_metrics
 from tasks.store.records import BestRecord
@@ -457,10 +462,19 @@ class CommittedPromises(Callback):
             self.checked += 1
 
 
+class SmallSnapshotSession(SnapshotSession):
+    """A snapshot session whose state is small: checkpoints are written on the training
+    thread, and only their syncs and sidecars on the checkpoint thread."""
+
+    def state_nbytes(self) -> int | None:
+        return int(self.w.nbytes)
+
+
+@pytest.mark.parametrize("session_type", [SnapshotSession, SmallSnapshotSession])
 def test_best_weights_and_metrics_are_durable_before_a_checkpoint_commits(
-    data_file: Path, tmp_path: Path
+    data_file: Path, tmp_path: Path, session_type: type[SnapshotSession]
 ) -> None:
-    session = SnapshotSession(_settings(data_file, epochs=6))
+    session = session_type(_settings(data_file, epochs=6))
     rows = MetricsCsv(tmp_path / "metrics.csv")
     synced: list[int] = []
 
@@ -527,3 +541,96 @@ def test_a_partial_checkpoint_finds_the_best_weights_it_names(
     assert info.partial and info.best_epoch == 1
     assert best_path(tmp_path, 1, ".w").exists()
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
+
+
+class ThreadRecording(SmallSnapshotSession):
+    """Records which thread wrote each checkpoint file."""
+
+    def __init__(self, settings: TrainSettings, nbytes: int | None) -> None:
+        super().__init__(settings)
+        self.nbytes = nbytes
+        self.writers: list[str] = []
+
+    def state_nbytes(self) -> int | None:
+        return self.nbytes
+
+    def checkpoint_writer(self, epoch: int) -> Any:
+        write = super().checkpoint_writer(epoch)
+
+        def recorded(path: Path) -> None:
+            self.writers.append(threading.current_thread().name)
+            write(path)
+
+        return recorded
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "on_training_thread"),
+    [(1024, True), (INLINE_STATE_BYTES + 1, False), (None, False)],
+)
+def test_a_small_state_is_written_on_the_training_thread(
+    data_file: Path, tmp_path: Path, nbytes: int | None, on_training_thread: bool
+) -> None:
+    session = ThreadRecording(_settings(data_file, epochs=3), nbytes)
+    ckpt = Checkpointing(tmp_path, ".ckpt", 1, keep=None)
+    Loop(session, *_streams(data_file), 3, [ckpt]).run()
+    main = threading.main_thread().name
+    assert len(session.writers) == 3
+    assert all((name == main) is on_training_thread for name in session.writers)
+    assert [info.epoch for info in committed(tmp_path)] == [1, 2, 3]
+
+
+def test_the_last_commit_is_handed_to_the_steps_barrier(data_file: Path, tmp_path: Path) -> None:
+    failures: list[int] = []
+
+    def fail_at_the_last_commit() -> None:
+        failures.append(1)
+        if len(failures) == 3:
+            raise OSError(28, "No space left on device")
+
+    def loop() -> Loop:
+        ckpt = Checkpointing(
+            tmp_path, ".ckpt", 1, keep=None, before_commit=[fail_at_the_last_commit]
+        )
+        return Loop(SmallSnapshotSession(_settings(data_file, epochs=3)), *_streams(data_file),
+                    3, [ckpt])  # fmt: skip
+
+    with synced_at_end() as barrier:
+        loop().run()  # training ends without waiting for the last commit...
+        assert barrier.waits
+        with pytest.raises(OSError, match="No space left"):
+            barrier.join()  # ...whose error the step's barrier raises before its marker
+    assert [info.epoch for info in committed(tmp_path)] == [1, 2]
+    # The control: outside a step (no barrier to hand it to), training waits and raises.
+    failures.clear()
+    for sidecar in tmp_path.glob("checkpoints/*"):
+        sidecar.unlink()
+    with pytest.raises(OSError, match="No space left"):
+        loop().run()
+
+
+class FlushRecorder(ScalarWriter):
+    def __init__(self) -> None:
+        self.flushes: list[bool] = []
+        self.closed = False
+
+    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
+        self.flushes.append(flush)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_event_files_are_flushed_at_most_once_a_second_and_at_the_end(
+    data_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = FlushRecorder()
+    Loop(LinearSession(_settings(data_file, epochs=4)), *_streams(data_file), 4,
+         [TensorBoard(writer)]).run()  # fmt: skip
+    assert writer.flushes == [True, False, False, False] and writer.closed
+    # The control: with no minimum interval every epoch is flushed.
+    monkeypatch.setattr(tensorboard_callback, "FLUSH_SECONDS", 0.0)
+    writer = FlushRecorder()
+    Loop(LinearSession(_settings(data_file, epochs=4)), *_streams(data_file), 4,
+         [TensorBoard(writer)]).run()  # fmt: skip
+    assert writer.flushes == [True, True, True, True]

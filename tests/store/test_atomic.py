@@ -6,16 +6,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from tasks.errors import CorruptArtifactError, StorageError
+from tasks.store import atomic
 from tasks.store.atomic import (
     atomic_dir,
     atomic_path,
     atomic_write_text,
+    chained_steps,
     clean_leftovers,
+    collecting,
+    commit_marker,
+    set_sync_method,
     storage_error,
     synced_at_end,
 )
@@ -116,8 +123,9 @@ def test_finished_files_honour_the_umask_whatever_mode_the_writer_chose(tmp_path
 
 
 @pytest.fixture
-def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths os.fsync is called on, in order (read back from the descriptor)."""
+def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths os.fsync is called on, in order (read back from the descriptor), with
+    sync rounds made of one fsync per file."""
     seen: list[str] = []
     real = os.fsync
 
@@ -126,7 +134,28 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
-    return seen
+    set_sync_method("files")
+    yield seen
+    set_sync_method("auto")
+
+
+@pytest.fixture
+def whole_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths each syncfs is called through, with rounds of one syncfs per file system;
+    skipped where syncfs is not available."""
+    if atomic._libc_syncfs() is None:
+        pytest.skip("syncfs (Linux 5.8+) is not available here")
+    seen: list[str] = []
+    real = atomic._syncfs
+
+    def spy(fd: int) -> None:
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(atomic, "_syncfs", spy)
+    set_sync_method("filesystem")
+    yield seen
+    set_sync_method("auto")
 
 
 def test_outside_a_block_every_write_is_synced_before_it_returns(
@@ -176,3 +205,114 @@ def test_another_thread_inside_a_block_syncs_as_it_writes(
         worker.start()
         worker.join()
         assert str(tmp_path) in synced  # the checkpoint thread did not wait for the block
+
+
+def test_a_filesystem_round_is_one_syncfs_and_no_fsync(
+    tmp_path: Path, whole_syncs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsynced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd))
+    with synced_at_end() as barrier:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "model" / "w.bin") as tmp:
+            tmp.write_bytes(b"123")
+        atomic_write_text(tmp_path / "b.json", "{}")
+        assert whole_syncs == []
+        barrier.sync()
+        assert len(whole_syncs) == 1  # one file system: one call makes all of them durable
+        assert Path(whole_syncs[0]).parent in (tmp_path, tmp_path / "model") or Path(
+            whole_syncs[0]
+        ) in (tmp_path, tmp_path / "model")
+    assert fsynced == []
+
+
+def test_a_failed_syncfs_is_one_storage_error_naming_a_file(
+    tmp_path: Path, whole_syncs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic, "_syncfs", failing)
+    with pytest.raises(StorageError, match=str(tmp_path)), synced_at_end() as barrier:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        barrier.sync()
+
+
+def test_the_method_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="filesystem, files"):
+        set_sync_method("never")
+
+
+def test_in_a_chain_a_marker_is_synced_with_the_next_round(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    first, second = tmp_path / "data", tmp_path / "train"
+    with chained_steps():
+        with synced_at_end() as barrier:
+            atomic_write_text(first / "data.json", "{}")
+            commit_marker(barrier, first / "_SUCCESS")
+        assert str(first / "data.json") in synced
+        assert str(first / "_SUCCESS") not in synced  # left to the next round
+        with synced_at_end() as barrier:
+            atomic_write_text(second / "run.json", "{}")
+            commit_marker(barrier, second / "_SUCCESS")
+        # The next step's round took the first marker along, before its own marker.
+        assert str(first / "_SUCCESS") in synced
+        assert str(second / "_SUCCESS") not in synced
+    assert str(second / "_SUCCESS") in synced  # the chain's end syncs what is left
+    # The control: outside a chain, a marker is synced before commit_marker returns.
+    synced.clear()
+    with synced_at_end() as barrier:
+        atomic_write_text(tmp_path / "eval" / "m.json", "{}")
+        commit_marker(barrier, tmp_path / "eval" / "_SUCCESS")
+        assert str(tmp_path / "eval" / "_SUCCESS") in synced
+
+
+def test_a_failed_round_keeps_what_it_carried_for_the_next(
+    tmp_path: Path, synced: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with chained_steps():
+        with synced_at_end() as barrier:
+            commit_marker(barrier, tmp_path / "_SUCCESS")
+        real = atomic._sync_one
+
+        def broken(path: Path) -> None:
+            raise StorageError(f"writing {path} failed: I/O error")
+
+        monkeypatch.setattr(atomic, "_sync_one", broken)
+        with pytest.raises(StorageError), synced_at_end() as barrier:
+            atomic_write_text(tmp_path / "b.json", "{}")
+            barrier.sync()
+        monkeypatch.setattr(atomic, "_sync_one", real)
+        assert str(tmp_path / "_SUCCESS") not in synced
+    assert str(tmp_path / "_SUCCESS") in synced  # carried over the failed round
+
+
+def test_work_handed_to_a_barrier_is_waited_for_and_its_error_raised(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    done: Future[None] = Future()
+    failed: Future[None] = Future()
+    with synced_at_end() as barrier:
+        barrier.wait_for(done)
+        barrier.wait_for(failed)
+        done.set_result(None)
+        failed.set_exception(StorageError("the last checkpoint could not be written"))
+        with pytest.raises(StorageError, match="last checkpoint"):
+            barrier.sync()
+        assert barrier.waits == []
+
+
+def test_collected_writes_are_left_to_whoever_commits_them(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    with synced_at_end() as step:
+        atomic_write_text(tmp_path / "run.json", "{}")
+        with collecting() as checkpoint:
+            atomic_write_text(tmp_path / "epoch-0001.ckpt", "weights")
+        assert checkpoint.paths == {tmp_path / "epoch-0001.ckpt"}
+        assert step.paths == {tmp_path / "run.json"}
+        assert synced == []  # neither block synced anything yet
+        checkpoint.sync()
+        assert str(tmp_path / "epoch-0001.ckpt") in synced
+        assert str(tmp_path / "run.json") not in synced

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from tasks.loop.callbacks.best_weights import BestWeights
 from tasks.loop.loop import Callback, Loop
-from tasks.store.atomic import atomic_path, synced_at_end
+from tasks.store.atomic import SyncBarrier, atomic_path, collecting, current_barrier, synced_at_end
 from tasks.store.checkpoints import (
     checkpoint_path,
     commit,
@@ -20,7 +19,11 @@ from tasks.store.checkpoints import (
     retain,
 )
 
-__all__ = ["Checkpointing"]
+__all__ = ["INLINE_STATE_BYTES", "Checkpointing"]
+
+# A checkpoint state up to this size is written on the training thread (see
+# Checkpointing._writes_inline); a larger one is written while the next epoch trains.
+INLINE_STATE_BYTES = 64 << 20
 
 logger = logging.getLogger("forge")
 
@@ -34,16 +37,20 @@ class Checkpointing(Callback):
     stopping, why training stopped), so a resumed run continues exactly, and a run that
     stopped early stays stopped.
 
-    The state is copied when the epoch ends and written by one background thread while
-    the next epoch trains (when the session can snapshot its state); the next checkpoint,
-    and the end of training, first wait for it, so at most one write is in flight, they
-    commit in order, and a write's error surfaces there.
+    The state is copied when the epoch ends. A small state (:data:`INLINE_STATE_BYTES`)
+    is written at once on the training thread; a larger one is written by one background
+    thread while the next epoch trains (when the session can snapshot its state). Either
+    way the syncs and the sidecar happen on that thread; the next checkpoint first waits
+    for them, so at most one commit is in flight, they commit in order, and a commit's
+    error surfaces there. The last one, inside a step, is handed to the step's
+    :class:`~tasks.store.atomic.SyncBarrier`, which waits for it before the marker (Train
+    waits before recording the run as done).
 
-    Before the sidecar commits, the same thread writes the best weights the checkpoint
-    names if they are still only in memory (:meth:`BestWeights.take_unwritten`) and runs
-    ``before_commit`` (e.g. syncing metrics.csv), so what a checkpoint promises is durable
-    when it counts, without the training thread waiting for any of it. The best weights
-    are finished (``model/best.*``, ``best.json``) after the last checkpoint is written.
+    Before the sidecar commits, the best weights the checkpoint names are on disk
+    (:meth:`BestWeights.take_unwritten`, written with the checkpoint) and ``before_commit``
+    ran (e.g. syncing metrics.csv), so what a checkpoint promises is durable when it
+    counts. The best weights are finished (``model/best.*``, ``best.json``) after the
+    last checkpoint is written.
     """
 
     def __init__(
@@ -67,6 +74,8 @@ class Checkpointing(Callback):
             best.adopted = True
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+        self._inline: bool | None = None
+        self._handed_over = False
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         if self._pending is not None and self._pending.done():
@@ -76,31 +85,45 @@ class Checkpointing(Callback):
         write = loop.session.checkpoint_writer(epoch)
         bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
         write_best = self.best.take_unwritten() if self.best else None
+        path = checkpoint_path(self.directory, epoch, self.suffix)
+
+        def commit_sidecar() -> None:
+            commit(self.directory, epoch, self.suffix, bookkeeping)
+            keep_best = bookkeeping.get("best_epoch")
+            if self.keep is not None:
+                keep_best = retain(self.directory, self.keep)
+            prune(self.directory, keep_best=keep_best)
+
         self.wait()
         if not (self.background and loop.session.snapshots):
-            self._commit(write, epoch, bookkeeping, write_best)
+            self._write_then_commit(path, write, write_best, commit_sidecar)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="forge-checkpoint")
-        self._pending = self._pool.submit(self._commit, write, epoch, bookkeeping, write_best)
+        if not self._writes_inline(loop):
+            self._pending = self._pool.submit(
+                self._write_then_commit, path, write, write_best, commit_sidecar
+            )
+            return
+        # A small state: written here, in about the time a hand-over would cost; only the
+        # syncs (which wait on the disk, not the CPU) and the sidecar go to the thread.
+        with collecting() as written:
+            with atomic_path(path) as tmp:
+                write(tmp)
+            if write_best is not None:
+                write_best()
+        self._pending = self._pool.submit(self._sync_then_commit, written, commit_sidecar)
 
-    def _commit(
-        self,
-        write: Callable[[Path], None],
-        epoch: int,
-        bookkeeping: dict[str, Any],
-        write_best: Callable[[], None] | None,
-    ) -> None:
-        self._write_then_commit(
-            checkpoint_path(self.directory, epoch, self.suffix),
-            write,
-            write_best,
-            lambda: commit(self.directory, epoch, self.suffix, bookkeeping),
-        )
-        keep_best = bookkeeping.get("best_epoch")
-        if self.keep is not None:
-            keep_best = retain(self.directory, self.keep)
-        prune(self.directory, keep_best=keep_best)
+    def _writes_inline(self, loop: Loop) -> bool:
+        """Whether checkpoints are written on the training thread: when the state is at
+        most :data:`INLINE_STATE_BYTES`. A thread writing a small state costs the training
+        thread more than writing it itself: the thread's Python work (pickling, zip and
+        file records) takes the interpreter lock at every release of the training thread's
+        tensor operations, and each such switch can cost a whole switch interval."""
+        if self._inline is None:
+            size = loop.session.state_nbytes()
+            self._inline = size is not None and size <= INLINE_STATE_BYTES
+        return self._inline
 
     def on_interrupt(self, loop: Loop, epoch: int) -> None:
         """A stop inside ``epoch``: write its partial checkpoint (the epochs before it and
@@ -124,13 +147,20 @@ class Checkpointing(Callback):
         write_best: Callable[[], None] | None,
         commit_sidecar: Callable[[], None],
     ) -> None:
-        """Write the checkpoint file, the best weights it names and ``before_commit``,
-        sync them in one round, then write the sidecar that makes them count."""
-        with synced_at_end() as barrier:
+        """Write the checkpoint file and the best weights it names, then
+        :meth:`_sync_then_commit` them."""
+        with collecting() as written:
             with atomic_path(path) as tmp:
                 write(tmp)
             if write_best is not None:
                 write_best()
+        self._sync_then_commit(written, commit_sidecar)
+
+    def _sync_then_commit(self, written: SyncBarrier, commit_sidecar: Callable[[], None]) -> None:
+        """Run ``before_commit`` (e.g. syncing metrics.csv), sync it and ``written`` in one
+        round, then write the sidecar that makes them count (synced before this returns)."""
+        with synced_at_end() as barrier:
+            barrier.paths |= written.paths
             for sync in self.before_commit:
                 sync()
             barrier.sync()
@@ -143,7 +173,17 @@ class Checkpointing(Callback):
             pending.result()
 
     def on_train_end(self, loop: Loop) -> None:
-        self.wait()
+        barrier = current_barrier()
+        if self._pending is not None and self._inline and barrier is not None:
+            # The last checkpoint's syncs and sidecar finish while the step writes its
+            # other files; the step's barrier waits for them before its marker. Its files
+            # (and the best weights it names) are already written, so nothing below
+            # reads a file still being written.
+            barrier.wait_for(self._pending)
+            self._pending = None
+            self._handed_over = True
+        else:
+            self.wait()
         if self.best is not None:
             self.best.finish()
 
@@ -157,5 +197,7 @@ class Checkpointing(Callback):
             logger.debug("the last checkpoint could not be written either: %s", err)
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True)
+                # A commit handed to the step's barrier finishes on its own; the barrier
+                # waits for it.
+                self._pool.shutdown(wait=not self._handed_over)
                 self._pool = None

@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # torch is pinned first so the `torch` extra's range is already satisfied by a CPU build.
 TORCH  ?= torch==2.13.0
+# Test processes (pytest-xdist): one per core; each test module stays in one process.
+TEST_JOBS ?= auto
 
 .PHONY: demo test check bench clean
 
@@ -29,7 +31,7 @@ demo: $(VENV)/.core
 
 ## test: install everything (torch, TensorFlow, dev tools), then run the test suite
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 ## check: lint and type-check
 check: $(VENV)/.dev

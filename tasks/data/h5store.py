@@ -10,6 +10,7 @@ in memory, so a file larger than memory trains as well as a small one.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from tasks.data.h5safe import forget_accepted, open_checked, open_version
 from tasks.errors import DataError
 from tasks.store.atomic import reserve_space
 from tasks.store.jsonio import dumps_json
+from tasks.store.versions import Version, stat_version
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,6 +42,11 @@ __all__ = [
 # by the file's version (a rewritten file is read again), the arrays are read-only, and
 # the least recently used are dropped beyond _SHARED_BYTES.
 _shared: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
+# Per file version this process opened (and check_hdf5 accepted): the stored metadata, and
+# each split's sorted array names, rows and bytes per row of each array.
+_meta_texts: dict[Version, str] = {}
+_layouts: dict[tuple[Version, str], tuple[list[str], int, dict[str, int]]] = {}
+_MAX_REMEMBERED = 4096
 _SHARED_BYTES = 512 << 20
 
 # HDF5's own bytes besides the arrays: superblock, object headers, chunk indexes.
@@ -254,9 +261,32 @@ def write_splits(
 
 
 def read_meta(path: Path) -> DataMeta:
-    """Read the metadata PrepareData stored in ``data.h5``."""
-    with open_checked(path) as fh:
-        return DataMeta.from_dict(json.loads(fh.attrs["forge_meta"]))
+    """Read the metadata PrepareData stored in ``data.h5`` (once per file version and
+    process; each call gets its own copy)."""
+    version = _path_version(path)
+    text = _meta_texts.get(version) if version is not None else None
+    if text is None:
+        with open_checked(path) as fh:
+            text = str(fh.attrs["forge_meta"])
+            opened = open_version(fh)
+        if opened is not None:
+            _remember(_meta_texts, opened, text)
+    return DataMeta.from_dict(json.loads(text))
+
+
+def _path_version(path: Path) -> Version | None:
+    """The version of the file at ``path`` now; None when it cannot be stat'ed (the open
+    that follows reports why)."""
+    try:
+        return stat_version(os.stat(path))
+    except OSError:
+        return None
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MAX_REMEMBERED:
+        memo.clear()
+    memo[key] = value
 
 
 def read_split(path: Path, split: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -270,6 +300,8 @@ def clear_read_memos() -> None:
     """Forget the shared splits and the accepted file versions of this process, so the
     next read pays what a fresh process pays (benchmarks timing a first Train use it)."""
     _shared.clear()
+    _layouts.clear()
+    _meta_texts.clear()
     forget_accepted()
 
 
@@ -333,18 +365,38 @@ class BatchStream:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self._cache: dict[str, np.ndarray] | None = None
+        # A file version this process has read: its layout and, when the split is read
+        # whole, its shared arrays are known without opening the file again.
+        version = _path_version(self.path)
+        known = _layouts.get((version, split)) if version is not None else None
+        if known is not None and set(names or ()) <= set(known[2]):
+            self.names = names or known[0]
+            self.rows = known[1]
+            self.block_rows = self._block_rows(sum(known[2][k] for k in self.names), buffer_bytes)
+            if self.rows > self.block_rows:
+                return  # streamed in blocks: each epoch opens the file
+            shared = _shared.get((version, split, tuple(self.names)))
+            if shared is not None:
+                self._cache = shared
+                return
         with open_checked(self.path) as fh:
             group = fh[split]
             self.names = names or sorted(group)
             self.rows = int(group[self.names[0]].shape[0])
-            row_bytes = sum(
-                int(np.prod(group[k].shape[1:], dtype=np.int64)) * group[k].dtype.itemsize
-                for k in self.names
-            )
-            self.block_rows = max(batch_size, buffer_bytes // max(1, row_bytes))
-            self._cache: dict[str, np.ndarray] | None = None
+            row_bytes = {
+                k: int(np.prod(group[k].shape[1:], dtype=np.int64)) * group[k].dtype.itemsize
+                for k in sorted(group)
+            }
+            opened = open_version(fh)
+            if opened is not None:
+                _remember(_layouts, (opened, split), (sorted(group), self.rows, row_bytes))
+            self.block_rows = self._block_rows(sum(row_bytes[k] for k in self.names), buffer_bytes)
             if self.rows <= self.block_rows:
                 self._cache = _shared_split(fh, split, self.names)
+
+    def _block_rows(self, row_bytes: int, buffer_bytes: int) -> int:
+        return max(self.batch_size, buffer_bytes // max(1, row_bytes))
 
     def __len__(self) -> int:
         return -(-self.rows // self.batch_size)

@@ -72,3 +72,31 @@ def test_streams_share_the_current_split_read_only(tmp_path: Path) -> None:
     third = BatchStream(path, "train", 4, shuffle=False)
     fresh = third.whole()
     assert fresh is not None and float(fresh["x"].min()) >= 100.0
+
+
+def test_a_known_version_is_not_opened_again_and_a_new_one_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.data import h5store
+
+    path = tmp_path / "data.h5"
+    _data(path, 0.0)
+    h5store.clear_read_memos()
+    opened: list[Path] = []
+    real = h5store.open_checked
+    monkeypatch.setattr(h5store, "open_checked", lambda p: (opened.append(p), real(p))[1])
+    first = h5store.read_meta(path)
+    stream = BatchStream(path, "train", 4, shuffle=False)
+    assert len(opened) == 2
+    again = h5store.read_meta(path)
+    same = BatchStream(path, "train", 4, shuffle=False)
+    assert len(opened) == 2  # both answered from what the first opens read
+    assert again == first and again is not first and again.arrays is not first.arrays
+    assert same.whole() is stream.whole() and (same.rows, same.names) == (stream.rows, stream.names)
+    # A new version (PrepareData ran again, with more rows) is opened, and seen.
+    path.unlink()
+    x = np.arange(80, dtype=np.float32).reshape(40, 2)
+    write_splits(path, {"x": x, "y": np.arange(40) % 2}, {"val": 0.2, "test": 0.2, "seed": 0},
+                 {}, "test")  # fmt: skip
+    grown = BatchStream(path, "train", 4, shuffle=False)
+    assert len(opened) == 3 and grown.rows == 24 and h5store.read_meta(path).rows["train"] == 24

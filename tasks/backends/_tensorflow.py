@@ -26,13 +26,11 @@ import tensorflow as tf
 from tasks.backends._savedmodel_guard import check_saved_model
 from tasks.backends.base import (
     Backend,
-    ScalarWriter,
     TrainSession,
     TrainSettings,
     call_builder,
     checked_objective_result,
     input_shapes,
-    prepare_event_dir,
     require_readable,
 )
 from tasks.backends.base import make_optimizer as base_make_optimizer
@@ -448,32 +446,6 @@ def _h5py_write_errors() -> Iterator[None]:
 # -- TensorBoard --------------------------------------------------------------------------
 
 
-class _TFScalarWriter(ScalarWriter):
-    """``tf.summary`` event files holding classic ``simple_value`` scalars.
-
-    ``tf.summary.scalar`` stores TF2 tensor summaries, which TensorBoard's classic event
-    accumulator lists under ``tensors``; raw ``simple_value`` protos are what the torch
-    backend writes and what both of TensorBoard's readers list as scalars.
-    """
-
-    def __init__(self, logdir: Path) -> None:
-        self._writer = tf.summary.create_file_writer(str(logdir))
-
-    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
-        summary = tf.compat.v1.Summary(
-            value=[
-                tf.compat.v1.Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()
-            ]
-        )
-        with self._writer.as_default():
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(step))
-        if flush:
-            self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
 # -- the backend --------------------------------------------------------------------------
 
 
@@ -619,10 +591,6 @@ class TensorFlowBackend(Backend):
         if loss != "cross_entropy":
             out, y = out.reshape(y.shape).astype(np.float32), y.astype(np.float32)
         return float(keras.ops.convert_to_numpy(_keras_loss(loss)(y, out)))
-
-    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
-        prepare_event_dir(logdir, resume_after)
-        return _TFScalarWriter(logdir)
 
     def export(
         self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS

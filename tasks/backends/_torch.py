@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import pickle
-import sys
-import types
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -20,14 +18,12 @@ from torch import nn
 from tasks.backends._onnx import export_onnx, load_onnx
 from tasks.backends.base import (
     Backend,
-    ScalarWriter,
     TrainSession,
     TrainSettings,
     call_builder,
     checked_objective_result,
     input_shapes,
     make_optimizer,
-    prepare_event_dir,
     require_readable,
 )
 from tasks.config.schema import DEFAULT_INPUTS
@@ -104,27 +100,6 @@ class _WriteErrorKeeper:
         except OSError as err:
             self.error = err
             raise
-
-
-class _TorchScalarWriter(ScalarWriter):
-    def __init__(self, logdir: Path) -> None:
-        # tensorboard imports TensorFlow when it is installed unless this marker module
-        # exists; a torch run must not pay for (or be broken by) a TensorFlow import.
-        sys.modules.setdefault(
-            "tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf")
-        )
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(log_dir=str(logdir))
-
-    def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
-        for name, value in values.items():
-            self._writer.add_scalar(name, value, step)
-        if flush:
-            self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.close()
 
 
 def _deterministic(seed: int) -> None:
@@ -427,10 +402,6 @@ class TorchBackend(Backend):
     def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
         out = _tensor(primary_output(outputs))
         return float(_supervised_loss(out, _tensor(targets), loss))
-
-    def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
-        prepare_event_dir(logdir, resume_after)
-        return _TorchScalarWriter(logdir)
 
     def export(
         self, model: Any, meta: DataMeta, path: Path, inputs: Sequence[str] = DEFAULT_INPUTS

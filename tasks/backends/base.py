@@ -9,8 +9,13 @@ that framework.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
 import os
+import socket
 import struct
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +31,8 @@ from tasks.registry import Entry, get_entry
 
 if TYPE_CHECKING:
     import numpy as np
+
+logger = logging.getLogger("forge")
 
 __all__ = [
     "Backend",
@@ -239,16 +246,72 @@ def prepare_event_dir(logdir: Path, resume_after: int) -> None:
             _trim_event_file(path, resume_after)
 
 
-class ScalarWriter(ABC):
-    """Writes per-epoch scalars as TensorBoard event files."""
+class ScalarWriter:
+    """Per-epoch scalars as one new TensorBoard event file in ``logdir``.
 
-    @abstractmethod
+    Written by the calling thread with TensorBoard's protos and record framing: no writer
+    thread competing with training, no framework (``tf.io.gfile`` would import TensorFlow),
+    the same file for every backend. The event file is a view of ``metrics.csv``, the
+    experiment's record: a failed write (a full disk) is logged once and ends the writing,
+    never the training.
+    """
+
+    _serial = itertools.count()
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        now = time.time()
+        name = (
+            f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}."
+            f"{next(self._serial)}"
+        )
+        self.path = logdir / name
+        self._fh: Any = None
+        try:
+            logdir.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - open until close()
+            self._records = RecordWriter(self._fh)
+        except OSError as err:
+            self._failed(err)
+            return
+        self._write(self._event(wall_time=now, file_version="brain.Event:2"), flush=True)
+
     def add_scalars(self, step: int, values: Mapping[str, float], flush: bool = True) -> None:
-        """Write ``values`` at ``step``; ``flush``: onto the event file now (else when the
-        writer's buffer, a later flush or :meth:`close` does)."""
+        """Write ``values`` at ``step``; ``flush``: onto the event file now (else when a
+        later flush or :meth:`close` does)."""
+        summary = self._summary(
+            value=[self._summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()]
+        )
+        self._write(self._event(wall_time=time.time(), step=int(step), summary=summary), flush)
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as err:
+                self._failed(err)
+
+    def _write(self, event: Any, flush: bool) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._records.write(event.SerializeToString())
+            if flush:
+                self._fh.flush()
+        except OSError as err:
+            self._failed(err)
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+    def _failed(self, err: OSError) -> None:
+        logger.warning(
+            "TensorBoard events not written to %s (%s); metrics.csv has them", self.path, err
+        )
 
 
 class TrainSession(ABC):
@@ -411,11 +474,12 @@ class Backend(ABC):
     def loss_value(self, outputs: Any, targets: np.ndarray, loss: str) -> float:
         """The mean training loss of ``outputs`` against ``targets`` (for evaluation)."""
 
-    @abstractmethod
     def scalar_writer(self, logdir: Path, resume_after: int = 0) -> ScalarWriter:
         """A TensorBoard writer for ``logdir`` writing a new event file; steps after
         ``resume_after`` (the epoch a resumed run restarts from) are dropped from the
         older files first (:func:`prepare_event_dir`)."""
+        prepare_event_dir(logdir, resume_after)
+        return ScalarWriter(logdir)
 
     @abstractmethod
     def export(

@@ -158,10 +158,14 @@ def current_umask() -> int:
     """The process umask, read without changing it (``/proc`` on Linux; elsewhere the
     classic set-and-restore, which is safe here: Forge sets it from no other thread)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            status = os.read(fd, 1 << 16)  # a few hundred bytes; read as one block
+        finally:
+            os.close(fd)
+        start = status.find(b"\nUmask:")
+        if start >= 0:
+            return int(status[start + 7 :].split(None, 1)[0], 8)
     except (OSError, ValueError):
         pass
     mask = os.umask(0o022)

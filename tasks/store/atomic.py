@@ -19,7 +19,6 @@ round, so a later marker is never durable without an earlier one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -365,6 +364,8 @@ def _libc_syncfs() -> Any:
         return None
     if (major, minor) < (5, 8):  # before 5.8, syncfs returned 0 after a failed write-back
         return None
+    import ctypes  # here, not at import: a no-op rerun never syncs
+
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):
@@ -373,6 +374,8 @@ def _libc_syncfs() -> Any:
 
 def _syncfs(fd: int) -> None:
     """``syncfs(fd)``: flush the whole file system holding ``fd``."""
+    import ctypes
+
     if _libc_syncfs()(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))

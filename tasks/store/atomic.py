@@ -212,6 +212,7 @@ _SYNC_THREADS = 16
 # SyncBarrier.sync_with_next_round); any thread's round takes them along.
 _carried: set[Path] = set()
 _carried_lock = threading.Lock()
+_round_lock = threading.Lock()
 
 
 class SyncBarrier:
@@ -420,28 +421,33 @@ def _sync_files(todo: list[Path]) -> None:
 def _sync_all(paths: Iterable[Path], *, carried_only: bool = False) -> None:
     """Sync ``paths`` and what earlier rounds carried over, in one round; a round with
     nothing of its own (an empty block's end) leaves the carried paths for a real one,
-    unless ``carried_only`` asks for them."""
+    unless ``carried_only`` asks for them.
+
+    Rounds of one process run one at a time: a round that returns has made durable what
+    was carried into it, even when another thread's round took it along.
+    """
     paths = set(paths)
     if not paths and not carried_only:
         return
-    with _carried_lock:
-        carried = set(_carried)
-        _carried.clear()
-    todo = sorted(paths | carried)
-    try:
-        if not todo:
-            return
-        whole = _sync_method == "filesystem" or (
-            _sync_method == "auto" and _libc_syncfs() is not None
-        )
-        if whole and _libc_syncfs() is not None:
-            _sync_filesystems(todo)
-        else:
-            _sync_files(todo)
-    except BaseException:
-        with _carried_lock:  # not synced after all: the next round tries again
-            _carried.update(carried)
-        raise
+    with _round_lock:
+        with _carried_lock:
+            carried = set(_carried)
+            _carried.clear()
+        todo = sorted(paths | carried)
+        try:
+            if not todo:
+                return
+            whole = _sync_method == "filesystem" or (
+                _sync_method == "auto" and _libc_syncfs() is not None
+            )
+            if whole and _libc_syncfs() is not None:
+                _sync_filesystems(todo)
+            else:
+                _sync_files(todo)
+        except BaseException:
+            with _carried_lock:  # not synced after all: the next round tries again
+                _carried.update(carried)
+            raise
 
 
 @contextlib.contextmanager

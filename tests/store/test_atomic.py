@@ -122,21 +122,28 @@ def test_finished_files_honour_the_umask_whatever_mode_the_writer_chose(tmp_path
     assert (tmp_path / "d" / "sub" / "f").stat().st_mode & 0o777 == 0o664
 
 
-@pytest.fixture
-def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """The paths os.fsync is called on, in order (read back from the descriptor), with
-    sync rounds made of one fsync per file."""
+def _spy(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, method: str
+) -> Iterator[list[str]]:
+    """Record the path behind every descriptor ``owner.name`` is called with, in order,
+    while sync rounds use ``method``."""
     seen: list[str] = []
-    real = os.fsync
+    real = getattr(owner, name)
 
     def spy(fd: int) -> None:
         seen.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
-    monkeypatch.setattr(os, "fsync", spy)
-    set_sync_method("files")
+    monkeypatch.setattr(owner, name, spy)
+    set_sync_method(method)
     yield seen
     set_sync_method("auto")
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The paths os.fsync is called on, with sync rounds of one fsync per file."""
+    yield from _spy(monkeypatch, os, "fsync", "files")
 
 
 @pytest.fixture
@@ -145,17 +152,7 @@ def whole_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     skipped where syncfs is not available."""
     if atomic._libc_syncfs() is None:
         pytest.skip("syncfs (Linux 5.8+) is not available here")
-    seen: list[str] = []
-    real = atomic._syncfs
-
-    def spy(fd: int) -> None:
-        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real(fd)
-
-    monkeypatch.setattr(atomic, "_syncfs", spy)
-    set_sync_method("filesystem")
-    yield seen
-    set_sync_method("auto")
+    yield from _spy(monkeypatch, atomic, "_syncfs", "filesystem")
 
 
 def test_outside_a_block_every_write_is_synced_before_it_returns(
@@ -316,3 +313,36 @@ def test_collected_writes_are_left_to_whoever_commits_them(
         checkpoint.sync()
         assert str(tmp_path / "epoch-0001.ckpt") in synced
         assert str(tmp_path / "run.json") not in synced
+
+
+def test_a_round_waits_for_another_threads_round_that_took_a_carried_marker(
+    tmp_path: Path, synced: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    marker, mine, theirs = tmp_path / "_SUCCESS", tmp_path / "a.json", tmp_path / "b.json"
+    for path in (marker, mine, theirs):
+        path.write_text("{}")
+    started, release = threading.Event(), threading.Event()
+    real = atomic._sync_one
+
+    def slow_marker(path: Path) -> None:
+        if path == marker:
+            started.set()
+            release.wait(10)
+        real(path)
+
+    monkeypatch.setattr(atomic, "_sync_one", slow_marker)
+    with atomic._carried_lock:
+        atomic._carried.add(marker)  # a chained step's marker, left to the next round
+    first = threading.Thread(target=atomic._sync_all, args=({mine},))
+    first.start()  # the checkpoint thread's round takes the marker along
+    assert started.wait(10)
+    second = threading.Thread(target=atomic._sync_all, args=({theirs},))
+    second.start()  # the next step's round, before its own marker
+    second.join(0.3)
+    assert second.is_alive()  # it must not return before the marker it did not take is durable
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert synced.index(str(marker)) < synced.index(str(theirs))

@@ -9,13 +9,12 @@ and imports no framework.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tasks.backends.base import event_file_name
 from tasks.store.atomic import atomic_path
 from tasks.store.jsonio import dumps_json
 from tasks.store.metrics_log import read_metrics
@@ -99,9 +98,8 @@ def _write_events(logdir: Path, now: float, events: list[Any]) -> None:
     """
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}{SUFFIX}"
     logdir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(logdir / name) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(logdir / event_file_name(now, SUFFIX)) as tmp, open(tmp, "wb") as fh:
         writer = RecordWriter(fh)
         for event in events:
             writer.write(event.SerializeToString())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import luigi
 
+from tasks.store.atomic import SYNC_METHODS
+
 __all__ = ["ensure_retcodes", "forge"]
 
 
@@ -28,7 +30,7 @@ class forge(luigi.Config):  # noqa: N801 - lowercase: a luigi.cfg section, as Lu
     )
     sync = luigi.ChoiceParameter(
         default="auto",
-        choices=["auto", "filesystem", "files"],
+        choices=list(SYNC_METHODS),
         description=(
             "How a step's files are made durable before its marker: 'filesystem' (one "
             "syncfs per round; Linux 5.8+), 'files' (an fsync per file), 'auto' (the first "

@@ -231,6 +231,12 @@ def _trim_event_file(path: Path, after_step: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def event_file_name(now: float, suffix: str = "") -> str:
+    """TensorBoard's name for an event file created at ``now`` by this process (matched by
+    :data:`EVENT_FILE_GLOB`); ``suffix`` tells apart files of one process and second."""
+    return f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}{suffix}"
+
+
 def prepare_event_dir(logdir: Path, resume_after: int) -> None:
     """Make ``logdir`` ready for a (resumed) run's event file.
 
@@ -264,11 +270,7 @@ class ScalarWriter:
 
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         now = time.time()
-        name = (
-            f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}."
-            f"{next(self._serial)}"
-        )
-        self.path = logdir / name
+        self.path = logdir / event_file_name(now, f".{next(self._serial)}")
         self._fh: Any = None
         try:
             logdir.mkdir(parents=True, exist_ok=True)

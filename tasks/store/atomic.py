@@ -253,11 +253,9 @@ class SyncBarrier:
                 skipped.
         """
         self.join()
-        paths = set(self.paths)
-        self.paths.clear()  # the same set the block adds to: later writes go on collecting
         # Files and the folders naming them in one round: both are done before this
         # returns, which is all the caller (about to write a marker) relies on.
-        _sync_all(paths | {p.parent for p in paths})
+        _sync_all(self._take())
 
     def sync_with_next_round(self) -> None:
         """Leave what was written since the last :meth:`sync` (a step's marker) to the next
@@ -267,10 +265,16 @@ class SyncBarrier:
         before its own marker, so a later marker is never durable without an earlier one,
         and the chain pays one round per step instead of two.
         """
+        taken = self._take()
+        with _carried_lock:
+            _carried.update(taken)
+
+    def _take(self) -> set[Path]:
+        """The paths written so far and the folders naming them; later writes go on
+        collecting (``paths`` is the same set the block adds to, so it is emptied)."""
         paths = set(self.paths)
         self.paths.clear()
-        with _carried_lock:
-            _carried.update(paths | {p.parent for p in paths})
+        return paths | {p.parent for p in paths}
 
 
 def sync_carried() -> None:
@@ -437,10 +441,7 @@ def _sync_all(paths: Iterable[Path], *, carried_only: bool = False) -> None:
         try:
             if not todo:
                 return
-            whole = _sync_method == "filesystem" or (
-                _sync_method == "auto" and _libc_syncfs() is not None
-            )
-            if whole and _libc_syncfs() is not None:
+            if _sync_method != "files" and _libc_syncfs() is not None:
                 _sync_filesystems(todo)
             else:
                 _sync_files(todo)

@@ -107,11 +107,7 @@ class Checkpointing(Callback):
             return
         # A small state: written here, in about the time a hand-over would cost; only the
         # syncs (which wait on the disk, not the CPU) and the sidecar go to the thread.
-        with collecting() as written:
-            with atomic_path(path) as tmp:
-                write(tmp)
-            if write_best is not None:
-                write_best()
+        written = self._write(path, write, write_best)
         self._pending = self._pool.submit(self._sync_then_commit, written, commit_sidecar)
 
     def _writes_inline(self, loop: Loop) -> bool:
@@ -147,14 +143,21 @@ class Checkpointing(Callback):
         write_best: Callable[[], None] | None,
         commit_sidecar: Callable[[], None],
     ) -> None:
-        """Write the checkpoint file and the best weights it names, then
-        :meth:`_sync_then_commit` them."""
+        """:meth:`_write` the checkpoint, then :meth:`_sync_then_commit` it."""
+        self._sync_then_commit(self._write(path, write, write_best), commit_sidecar)
+
+    @staticmethod
+    def _write(
+        path: Path, write: Callable[[Path], None], write_best: Callable[[], None] | None
+    ) -> SyncBarrier:
+        """Write the checkpoint file and the best weights it names; return their
+        (unsynced) paths for whoever commits them."""
         with collecting() as written:
             with atomic_path(path) as tmp:
                 write(tmp)
             if write_best is not None:
                 write_best()
-        self._sync_then_commit(written, commit_sidecar)
+        return written
 
     def _sync_then_commit(self, written: SyncBarrier, commit_sidecar: Callable[[], None]) -> None:
         """Run ``before_commit`` (e.g. syncing metrics.csv), sync it and ``written`` in one

@@ -2,7 +2,9 @@
 
 Forge's side runs the shared loop with exactly Train's callbacks — validation pass,
 metrics.csv (synced before each checkpoint commits), TensorBoard, best weights, a
-committed (fsynced, sidecar last) checkpoint every epoch, progress — on a real ``data.h5``.
+committed (fsynced, sidecar last) checkpoint every epoch, progress — on a real ``data.h5``,
+inside the sync barrier Train's step opens: everything written is durable when the timed
+block ends (the final round included), as it is before Train's marker.
 The baselines do the same useful work the plain way: for torch a hand-written loop that
 validates and ``torch.save``s model + optimizer every epoch (fsynced); for TensorFlow bare
 ``model.fit`` with validation data and a ModelCheckpoint-equivalent weights save every epoch.
@@ -50,6 +52,7 @@ def forge_step_seconds(backend: Any, model: Any, path: Path, settings: Any, out:
         SearchStop,
         TensorBoard,
     )
+    from tasks.store.atomic import synced_at_end
     from tasks.store.names import METRICS_FILE, TENSORBOARD_DIR
 
     def work() -> None:
@@ -69,7 +72,10 @@ def forge_step_seconds(backend: Any, model: Any, path: Path, settings: Any, out:
             ),
             Progress(_Quiet(), "bench", interactive=False),
         ]
-        Loop(session, train, val, settings.epochs, callbacks).run()
+        # As in Train's step (ForgeTask.run): the step's files are synced in one round at
+        # the end, which waits for the last checkpoint's commit, before the timer stops.
+        with synced_at_end():
+            Loop(session, train, val, settings.epochs, callbacks).run()
 
     return timed(work)
 

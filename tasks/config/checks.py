@@ -10,6 +10,7 @@ writes anything. Rows that are only known once the data is loaded are checked by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -105,6 +106,8 @@ def _check_data(data: _Section) -> dict[str, float]:
                     f"{where}: key 'params.{name}' is {value}; seeds must lie in "
                     f"0..{SEED_MAX} (numpy's range); pick one in that range"
                 )
+    if data.config["loader"] == "moons":
+        _check_moons(params, where)
     split = data.config["split"]
     fractions = {part: float(split[part]) for part in ("train", "val", "test") if part in split}
     n = _known_rows(data.config)
@@ -112,6 +115,32 @@ def _check_data(data: _Section) -> dict[str, float]:
         rows = check_split_rows(n, split, where)
         fractions = {part: (1.0 if count else 0.0) for part, count in rows.items()}
     return fractions
+
+
+def _check_moons(params: Mapping[str, Any], where: str) -> None:
+    """The built-in ``moons`` generator's parameters (its own checks cannot name the file)."""
+    rows = params.get("n_samples", 1)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigError(
+            f"{where}: key 'params.n_samples' is {rows!r}; it must be a whole number of "
+            "rows >= 1, e.g. 1000"
+        )
+    noise = params.get("noise", 0.0)
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, int | float)
+        or not math.isfinite(noise)
+        or noise < 0
+    ):
+        raise ConfigError(
+            f"{where}: key 'params.noise' is {noise!r}; it must be a number >= 0 (the "
+            "standard deviation of the noise added to each coordinate), e.g. 0.1"
+        )
+    seed = params.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(
+            f"{where}: key 'params.seed' is {seed!r}; it must be a whole number in 0..{SEED_MAX}"
+        )
 
 
 def _produced_metrics(model: Mapping[str, Any], train: Mapping[str, Any]) -> set[str] | None:

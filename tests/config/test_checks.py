@@ -75,6 +75,46 @@ MOONS = "loader: moons\nparams: {n_samples: 200}\n"
             "loader: moons\nparams: {n_samples: 2}\n", "", "", "", "only 2 rows", id="two-rows"
         ),
         pytest.param(MOONS, "epochs: 2\n", "checkpoint: 3\n", "", "trains 2 epochs", id="ckpt"),
+        pytest.param(
+            "loader: moons\nparams: {n_samples: 1.5}\n",
+            "",
+            "",
+            "",
+            r"data\.yaml: key 'params\.n_samples' is 1\.5; it must be a whole number",
+            id="rows-float",
+        ),
+        pytest.param(
+            "loader: moons\nparams: {n_samples: 200, noise: -1}\n",
+            "",
+            "",
+            "",
+            r"data\.yaml: key 'params\.noise' is -1; it must be a number >= 0",
+            id="noise-negative",
+        ),
+        pytest.param(
+            "loader: moons\nparams: {n_samples: 200, noise: abc}\n",
+            "",
+            "",
+            "",
+            r"key 'params\.noise' is 'abc'",
+            id="noise-text",
+        ),
+        pytest.param(
+            "loader: moons\nparams: {n_samples: 200, noise: .nan}\n",
+            "",
+            "",
+            "",
+            r"key 'params\.noise' is nan",
+            id="noise-nan",
+        ),
+        pytest.param(
+            "loader: moons\nparams: {n_samples: 200, seed: 1.5}\n",
+            "",
+            "",
+            "",
+            r"key 'params\.seed' is 1\.5; it must be a whole number",
+            id="seed-float",
+        ),
     ],
 )
 def test_unrunnable_combinations_fail_at_resolution(

@@ -36,7 +36,7 @@ from tests.reliability.crashkit import (
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 60
+EPOCHS = 30
 ARGS = train_args("torch", f"train.epochs={EPOCHS} train.batch_size=16")
 
 
@@ -230,7 +230,7 @@ def test_torch_resumed_mid_epoch_equals_an_uninterrupted_run(tmp_path: Path) -> 
 def test_tensorflow_sigterm_mid_epoch_checkpoints_and_resumes(tmp_path: Path) -> None:
     straight, stopped, _ = _straight_and_stopped(
         "tensorflow", tmp_path, "train.epochs=2 train.batch_size=1",
-        samples=4_000, sig=signal.SIGTERM,
+        samples=2_500, sig=signal.SIGTERM,
     )  # fmt: skip
     (head_a, rows_a), (head_b, rows_b) = _metric_rows(straight), _metric_rows(stopped)
     assert head_a == head_b and rows_b[:, 0].tolist() == [1, 2]

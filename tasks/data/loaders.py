@@ -10,6 +10,7 @@ memory limit (:mod:`tasks.data.limits`).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 import zipfile
@@ -81,12 +82,13 @@ def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str,
     """
     import numpy as np
 
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+    if not _whole(n_samples) or n_samples < 1:
         raise DataError(f"moons: n_samples is {n_samples!r}; it must be an integer >= 1")
     if not _non_negative(noise):
         raise DataError(f"moons: noise is {noise!r}; it must be a number >= 0")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if not _whole(seed) or not 0 <= seed < 2**32:
         raise DataError(f"moons: seed is {seed!r}; it must be an integer in 0..{2**32 - 1}")
+    n_samples, seed = int(n_samples), int(seed)
     rng = np.random.RandomState(seed)
     outer = n_samples // 2
     inner = n_samples - outer
@@ -105,11 +107,23 @@ def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str,
     return {"x": x.astype(np.float32), "y": y}
 
 
+def _whole(value: Any) -> bool:
+    """Whether ``value`` is an integer of any kind (Python's or numpy's), not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | _np_bool())
+
+
 def _non_negative(value: Any) -> bool:
     """Whether ``value`` is a finite real number >= 0 (booleans are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | _np_bool()):
         return False
-    return math.isfinite(value) and value >= 0
+    return math.isfinite(float(value)) and float(value) >= 0
+
+
+def _np_bool() -> type:
+    """numpy's boolean scalar type (numpy is imported only when a loader runs)."""
+    import numpy as np
+
+    return np.bool_
 
 
 @register_dataset("blobs")

@@ -37,6 +37,16 @@ def test_moons_equal_scikit_learns(n_samples: int, noise: float, seed: int) -> N
     np.testing.assert_array_equal(ours["y"], y.astype(np.int64))
 
 
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint32], ids=["int64", "int32", "uint32"])
+def test_moons_take_numpy_scalars(kind: type) -> None:
+    # Parameters from a user's own code may be numpy scalars: valid, as for make_moons.
+    x, y = sklearn_datasets.make_moons(n_samples=101, noise=0.2, random_state=7)
+    ours = loaders.moons(n_samples=kind(101), noise=np.float64(0.2), seed=kind(7))
+    np.testing.assert_array_equal(ours["x"], x.astype(np.float32))
+    np.testing.assert_array_equal(ours["y"], y)
+    assert loaders.moons(n_samples=10, noise=np.float32(0.5))["x"].shape == (10, 2)
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [
@@ -49,6 +59,7 @@ def test_moons_equal_scikit_learns(n_samples: int, noise: float, seed: int) -> N
         ({"seed": -1}, "seed is -1"),
         ({"seed": 2**32}, "seed is 4294967296"),
         ({"seed": 0.5}, "seed is 0.5"),
+        ({"n_samples": np.bool_(True)}, "n_samples is np.True_"),
     ],
 )
 def test_moons_refuse_what_make_moons_refuses(params: dict[str, object], match: str) -> None:

@@ -48,16 +48,34 @@ def installed_packages() -> dict[str, str]:
     packages: dict[str, str] = {}
     seen: set[str] = set()
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version = _name_and_version(dist)
         if not name:
             continue  # a broken .dist-info without metadata: pip freeze skips it too
         key = _normalized(name)
         if key not in seen:
             seen.add(key)
-            packages[name] = dist.version
+            packages[name] = version
     _memo.clear()
     _memo[state] = packages
     return dict(packages)
+
+
+def _name_and_version(dist: metadata.Distribution) -> tuple[str | None, Any]:
+    """A distribution's ``Name`` and ``Version`` headers, as ``dist.metadata`` gives them.
+
+    Only the header block (up to the first blank line; ``read_text`` has turned CRLF line
+    ends into newlines) is looked at: ``dist.metadata`` parses the whole file as an e-mail
+    message, long description included, which made the scan of an environment ten times
+    slower (about 90 ms against 8 ms for 130 distributions). The first of each header
+    counts, as ``Message.__getitem__`` returns it.
+    """
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].split("\n"):
+        field, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():  # not a continuation line
+            found.setdefault(field.strip().lower(), value.strip())
+    return found.get("name") or None, found.get("version")
 
 
 def _normalized(name: str) -> str:

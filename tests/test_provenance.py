@@ -64,6 +64,38 @@ def test_repeated_reads_scan_the_distributions_once(
     assert len(scans) == before + 1  # the install was noticed and scanned once
 
 
+def test_the_package_list_equals_what_the_full_metadata_parse_gives(site: Path) -> None:
+    # Headers the way real files write them: CRLF line ends, a folded header, a body that
+    # mentions other names and versions, and a distribution without a name (skipped).
+    odd = site / "odd_pkg-0.1.dist-info"
+    odd.mkdir()
+    (odd / "METADATA").write_bytes(
+        b"Metadata-Version: 2.1\r\nName: Odd.Pkg\r\nSummary: a long\r\n  folded summary\r\n"
+        b"Version: 0.1.post2\r\n\r\nName: not-this\r\nVersion: 9.9\r\n"
+    )
+    nameless = site / "nameless-1.0.dist-info"
+    nameless.mkdir()
+    (nameless / "METADATA").write_bytes(
+        b"Metadata-Version: 2.1\r\nVersion: 1.0\r\n\r\nName: from-the-body\r\n"
+    )
+    stamp = site.stat().st_mtime_ns + 1_000_000_000
+    os.utime(site, ns=(stamp, stamp))
+
+    expected: dict[str, str] = {}
+    seen: set[str] = set()
+    for dist in provenance.metadata.distributions():  # the reference: a full e-mail parse
+        name = dist.metadata["Name"]
+        key = name and name.lower().replace("_", "-").replace(".", "-")
+        if name and key not in seen:
+            seen.add(key)
+            expected[name] = dist.version
+    got = installed_packages()
+    assert got == expected
+    assert got["Odd.Pkg"] == "0.1.post2" and "not-this" not in got
+    assert "from-the-body" not in got
+    assert len(got) > 20  # every distribution of this environment was compared
+
+
 def test_package_versions_match_importlib_metadata_for_any_spelling() -> None:
     from importlib import metadata
 

@@ -11,6 +11,7 @@ writes anything. Rows that are only known once the data is loaded are checked by
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -23,7 +24,9 @@ __all__ = [
     "check_split_rows",
     "kept_epochs",
     "logged_metrics",
+    "non_negative_number",
     "split_rows",
+    "whole_number",
 ]
 
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state range is 0..2**32-1
@@ -100,7 +103,7 @@ def _check_data(data: _Section) -> dict[str, float]:
     params = data.config["params"]
     for name in _SEED_PARAMS:
         value = params.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if whole_number(value):
             if not 0 <= value <= SEED_MAX:
                 raise ConfigError(
                     f"{where}: key 'params.{name}' is {value}; seeds must lie in "
@@ -117,27 +120,34 @@ def _check_data(data: _Section) -> dict[str, float]:
     return fractions
 
 
+def whole_number(value: Any) -> bool:
+    """Whether ``value`` is an integer of any kind (Python's or numpy's), not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def non_negative_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number >= 0 of any kind, not a boolean."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    return math.isfinite(float(value)) and float(value) >= 0
+
+
 def _check_moons(params: Mapping[str, Any], where: str) -> None:
     """The built-in ``moons`` generator's parameters (its own checks cannot name the file)."""
     rows = params.get("n_samples", 1)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+    if not whole_number(rows) or rows < 1:
         raise ConfigError(
             f"{where}: key 'params.n_samples' is {rows!r}; it must be a whole number of "
             "rows >= 1, e.g. 1000"
         )
     noise = params.get("noise", 0.0)
-    if (
-        isinstance(noise, bool)
-        or not isinstance(noise, int | float)
-        or not math.isfinite(noise)
-        or noise < 0
-    ):
+    if not non_negative_number(noise):
         raise ConfigError(
             f"{where}: key 'params.noise' is {noise!r}; it must be a number >= 0 (the "
             "standard deviation of the noise added to each coordinate), e.g. 0.1"
         )
     seed = params.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not whole_number(seed):
         raise ConfigError(
             f"{where}: key 'params.seed' is {seed!r}; it must be a whole number in 0..{SEED_MAX}"
         )

@@ -10,13 +10,13 @@ memory limit (:mod:`tasks.data.limits`).
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from tasks.config.checks import SEED_MAX, non_negative_number, whole_number
 from tasks.data.limits import check_declared_size
 from tasks.errors import DataError
 from tasks.registry import register_dataset
@@ -82,12 +82,12 @@ def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str,
     """
     import numpy as np
 
-    if not _whole(n_samples) or n_samples < 1:
+    if not whole_number(n_samples) or n_samples < 1:
         raise DataError(f"moons: n_samples is {n_samples!r}; it must be an integer >= 1")
-    if not _non_negative(noise):
+    if not non_negative_number(noise):
         raise DataError(f"moons: noise is {noise!r}; it must be a number >= 0")
-    if not _whole(seed) or not 0 <= seed < 2**32:
-        raise DataError(f"moons: seed is {seed!r}; it must be an integer in 0..{2**32 - 1}")
+    if not whole_number(seed) or not 0 <= seed <= SEED_MAX:
+        raise DataError(f"moons: seed is {seed!r}; it must be an integer in 0..{SEED_MAX}")
     n_samples, seed = int(n_samples), int(seed)
     rng = np.random.RandomState(seed)
     outer = n_samples // 2
@@ -105,25 +105,6 @@ def moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> dict[str,
     x, y = x[order], y[order]
     x += rng.normal(scale=noise, size=x.shape)
     return {"x": x.astype(np.float32), "y": y}
-
-
-def _whole(value: Any) -> bool:
-    """Whether ``value`` is an integer of any kind (Python's or numpy's), not a boolean."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | _np_bool())
-
-
-def _non_negative(value: Any) -> bool:
-    """Whether ``value`` is a finite real number >= 0 (booleans are not numbers here)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool | _np_bool()):
-        return False
-    return math.isfinite(float(value)) and float(value) >= 0
-
-
-def _np_bool() -> type:
-    """numpy's boolean scalar type (numpy is imported only when a loader runs)."""
-    import numpy as np
-
-    return np.bool_
 
 
 @register_dataset("blobs")

@@ -2,9 +2,10 @@
 
 Each case runs the real ``luigi`` command on a real, small ``tmpfs`` mounted for the test,
 filled up (a filler file) so that space runs out at one stage: while PrepareData writes
-``data.h5``, while Train writes checkpoints, while Train writes its code-free export (the
-filler grows once the final weights are written, leaving room for ``run.json`` but not the
-export), and while Evaluate writes ``predictions.h5``. HDF5 used to crash the process
+``data.h5``, while Train writes checkpoints, while Train writes its code-free export (a plugin
+model fills the disk from inside the export's own forward pass, after the final weights are
+written, leaving room for ``run.json`` but not the export: see ``disk_fill_plugins``), and
+while Evaluate writes ``predictions.h5``. HDF5 used to crash the process
 (SIGSEGV) there, and a failed export used to leave Train ``done``. The command must exit
 with Luigi's failure code, print exactly one ``StorageError`` line, leave no temporary
 behind, and no step folder may look complete (``_SUCCESS``) without its files.
@@ -12,7 +13,6 @@ behind, and no step folder may look complete (``_SUCCESS``) without its files.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +22,11 @@ import pytest
 from tests.reliability.crashkit import (
     cli_env,
     luigi_argv,
-    start_luigi,
     temp_entries,
     train_args,
-    wait_until,
 )
+from tests.reliability.disk_fill_plugins import NAME as FILLING_MODEL
+from tests.reliability.disk_fill_plugins import fill
 from tests.support import FRAMEWORKS, REPO
 
 SIZE = "16m"
@@ -58,25 +58,23 @@ def disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def fill(mount: Path, leave: int) -> None:
-    """Fill the file system with a filler file until only ``leave`` bytes are free."""
-    stat = os.statvfs(mount)
-    missing = stat.f_bavail * stat.f_frsize - leave
-    with (mount / "filler").open("ab") as fh:
-        while missing > 0:
-            chunk = min(missing, 1 << 20)
-            fh.write(b"\0" * chunk)
-            missing -= chunk
-
-
-def luigi(task: str, framework: str, results: Path) -> tuple[int, str]:
+def luigi(
+    task: str,
+    framework: str,
+    results: Path,
+    model_config: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run ``luigi ... task`` on moons with the framework's MLP (or ``model_config``)."""
     args = train_args(framework, OVERRIDES)
+    if model_config is not None:
+        args[args.index("--model-config") + 1] = str(model_config)
     if task == "PrepareData":
         args = args[:2]  # --data-config only
     proc = subprocess.run(
         luigi_argv(task, args, results),
         cwd=REPO,
-        env=cli_env(),
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -126,16 +124,18 @@ def test_full_while_writing_checkpoints(framework: str, disk: Path) -> None:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_full_while_writing_the_export(framework: str, disk: Path, tmp_path: Path) -> None:
     results = disk / "results"
-    code, out = luigi("BuildModel", framework, results)
-    assert code == 0, out
-    running = start_luigi("Train", train_args(framework, OVERRIDES), results, tmp_path / "t.log")
-    # The final weights are the last file before the export: fill the disk right then,
-    # leaving room for run.json and _SUCCESS but not for the export.
-    final = lambda: any(results.glob("*/*/*/model/last.*"))  # noqa: E731
-    assert wait_until(final, running.proc), running.output()
-    fill(disk, leave=16 * 1024)
-    code = running.wait()
-    out = running.log_path.read_text(errors="replace")
+    model_config = tmp_path / f"filling_{framework}.yaml"
+    model_config.write_text(f"framework: {framework}\nbuilder: {FILLING_MODEL}\n")
+    # The export's forward pass fills the disk once the final weights are written, leaving
+    # room for run.json and _SUCCESS but not for the export.
+    env = {
+        "FORGE_PLUGINS": "tests.reliability.disk_fill_plugins",
+        "FILL_DISK_MOUNT": str(disk),
+        "FILL_DISK_LEAVE": str(16 * 1024),
+    }
+    code, out = luigi("Train", framework, results, model_config, env)
+    assert (disk / "filler").exists(), f"the plugin never filled the disk:\n{out}"
+    assert list(results.glob("*/*/*/model/last.*")), out
     check_failed_cleanly(code, out, results, "model/model.")
 
 

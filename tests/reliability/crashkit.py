@@ -138,6 +138,74 @@ def wait_until(
     return False
 
 
+# configs/data/moons.yaml: 1000 rows, 10 % for validation and 20 % for the test split.
+MOONS_TRAIN_ROWS = 700
+
+
+@dataclass
+class Pause:
+    """Where a Train started with :func:`pausing` holds still, and how to let it go on."""
+
+    env: dict[str, str]
+    args: list[str]
+    paused_file: Path
+    release_file: Path | None
+
+    @property
+    def plain_env(self) -> dict[str, str]:
+        """The environment of a run of the same model that never holds (a rerun, a control)."""
+        return {"FORGE_PLUGINS": self.env["FORGE_PLUGINS"]}
+
+    def reached(self) -> bool:
+        """Whether the run holds at its chosen batch (a ``wait_until`` condition)."""
+        return self.paused_file.exists()
+
+    def release(self) -> None:
+        """Let the held run go on (only when it was started with ``release=True``)."""
+        assert self.release_file is not None, "this pause holds until the process is killed"
+        self.release_file.touch()
+
+
+def pausing(
+    framework: str,
+    args: Sequence[str],
+    folder: Path,
+    *,
+    after_epoch: int,
+    batch_size: int,
+    train_rows: int = MOONS_TRAIN_ROWS,
+    release: bool = False,
+    stall_epoch: int | None = None,
+) -> Pause:
+    """Train ``args`` with the pausing plugin model, held at the first batch after epoch
+    ``after_epoch`` (see ``tests/reliability/pause_plugins.py``).
+
+    Held there, epoch ``after_epoch`` is over (its checkpoint may still be committing on
+    its own thread) and nothing of the next epoch has happened. ``release=True`` holds
+    until :meth:`Pause.release`, otherwise until the process is killed. ``stall_epoch``
+    makes that epoch's first batch last over a second, so that the TensorBoard scalars of
+    its end are flushed (at most once a second) whatever the machine's speed.
+    """
+    from tests.reliability.pause_plugins import NAME
+
+    per_epoch = -(-train_rows // batch_size)
+    config = folder / f"pausing_{framework}.yaml"
+    config.write_text(f"framework: {framework}\nbuilder: {NAME}\n")
+    changed = list(args)
+    changed[changed.index("--model-config") + 1] = str(config)
+    env = {
+        "FORGE_PLUGINS": "tests.reliability.pause_plugins",
+        "PAUSE_AT_BATCH": str(after_epoch * per_epoch + 1),
+        "PAUSE_FILE": str(folder / "paused"),
+    }
+    release_file = folder / "release" if release else None
+    if release_file is not None:
+        env["PAUSE_RELEASE"] = str(release_file)
+    if stall_epoch is not None:
+        env["PAUSE_STALL"] = f"{(stall_epoch - 1) * per_epoch + 1}:1.1"
+    return Pause(env, changed, folder / "paused", release_file)
+
+
 def experiment_dir(results_dir: Path) -> Path | None:
     """The (only) Train directory under ``results_dir``, once it has been claimed."""
     found = sorted(p.parent for p in results_dir.glob("*/*/*/.digest"))

@@ -9,6 +9,7 @@ import pytest
 from tests.reliability.crashkit import (
     checkpoint_committed,
     experiment_dir,
+    pausing,
     run_luigi_to_end,
     start_luigi,
     train_args,
@@ -24,8 +25,9 @@ def test_rerun_removes_dead_temporaries_but_keeps_user_files(tmp_path: Path) -> 
     """Temporaries of dead writers go, anywhere in the step's folders; look-alikes stay."""
     results = tmp_path / "results"
     args = train_args("torch", "train.epochs=3 train.batch_size=16")
-    running = start_luigi("Train", args, results, tmp_path / "first.log")
-
+    pause = pausing("torch", args, tmp_path, after_epoch=1, batch_size=16)
+    running = start_luigi("Train", pause.args, results, tmp_path / "first.log", env=pause.env)
+    assert wait_until(pause.reached, running.proc), running.output()
     assert wait_until(checkpoint_committed(results, 1), running.proc), running.output()
     running.kill()
     exp = experiment_dir(results)
@@ -44,7 +46,9 @@ def test_rerun_removes_dead_temporaries_but_keeps_user_files(tmp_path: Path) -> 
     for path in [*leftovers, *user_files]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
-    code, out = run_luigi_to_end("Train", args, results, tmp_path / "rerun.log")
+    code, out = run_luigi_to_end(
+        "Train", pause.args, results, tmp_path / "rerun.log", env=pause.plain_env
+    )
     assert code == 0, out
     assert (exp / "_SUCCESS").is_file()
     assert [p for p in leftovers if p.exists()] == []

@@ -27,6 +27,7 @@ from tests.reliability.crashkit import (
     experiment_dir,
     load_weights_file,
     metric_epochs,
+    pausing,
     run_luigi_to_end,
     start_luigi,
     tensorflow_available,
@@ -45,10 +46,14 @@ def test_signal_checkpoints_exits_non_zero_and_rerun_resumes(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     results = tmp_path / "results"
-    running = start_luigi("Train", ARGS, results, tmp_path / "first.log")
+    # Held at the first batch of epoch 3 until the signal is sent: it lands mid-training.
+    pause = pausing("torch", ARGS, tmp_path, after_epoch=2, batch_size=16, release=True)
+    running = start_luigi("Train", pause.args, results, tmp_path / "first.log", env=pause.env)
+    assert wait_until(pause.reached, running.proc), running.output()
     assert wait_until(checkpoint_committed(results, 2), running.proc), running.output()
     os.kill(running.proc.pid, sig)
     sent = time.monotonic()
+    pause.release()
     code = running.wait(timeout=60)
     took = time.monotonic() - sent
     out = running.output()
@@ -59,21 +64,19 @@ def test_signal_checkpoints_exits_non_zero_and_rerun_resumes(
     exp = experiment_dir(results)
     assert exp is not None and not (exp / "_SUCCESS").exists()
     stopped_at = metric_epochs(exp)
-    assert stopped_at and stopped_at[-1] < EPOCHS, "the signal did not stop training"
-    # The epoch it stopped after is checkpointed, whatever checkpoint_every says.
-    assert committed_epochs(exp)[-1] == stopped_at[-1]
+    assert stopped_at == [1, 2], "the signal must stop training inside epoch 3"
+    assert committed_epochs(exp)[-1] == 2
     run = json.loads((exp / "run.json").read_text())
     assert run["status"] == "failed" and run["end_reason"] == "preempted", run
 
-    code, out = run_luigi_to_end("Train", ARGS, results, tmp_path / "second.log")
+    code, out = run_luigi_to_end(
+        "Train", pause.args, results, tmp_path / "second.log", env=pause.plain_env
+    )
     assert code == 0, out
     assert metric_epochs(exp) == list(range(1, EPOCHS + 1)), "an epoch was repeated or lost"
-    # Epochs are short here: the signal lands inside one (a partial checkpoint) or at its end.
+    # The signal came during epoch 3's first batch: that batch was finished and saved.
     log = (exp / "train.log").read_text()
-    assert (
-        f"resuming from checkpoint epoch-{stopped_at[-1]:04d}" in log
-        or f"resuming from checkpoint partial-{stopped_at[-1] + 1:04d}" in log
-    ), log
+    assert "resuming from checkpoint partial-0003" in log, log
 
 
 # The exit bound, measured from the signal; a control epoch lasts far longer than this.

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 from tests.reliability.crashkit import (
+    checkpoint_committed,
     committed_epochs,
     experiment_dir,
     load_weights_file,
     metric_epochs,
+    pausing,
     run_luigi_to_end,
     start_luigi,
     tensorflow_available,
@@ -54,10 +56,17 @@ SCHEDULED = (
 def _interrupted_and_resumed(
     framework: str, tmp_path: Path, train_config: str | None = None
 ) -> tuple[Path, Path, int]:
-    """Run Train once straight through and once killed after checkpoint k and rerun."""
-    args = train_args(framework, OVERRIDES)
+    """Run Train once straight through and once killed after checkpoint k and rerun.
+
+    Both runs train the pausing plugin model (the MLP, see ``pause_plugins``); the killed
+    run holds at the first batch after epoch k until it is killed.
+    """
+    pause = pausing(
+        framework, train_args(framework, OVERRIDES), tmp_path, after_epoch=KILL_AFTER, batch_size=8
+    )
+    args, plain = pause.args, pause.plain_env
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    code, out = run_luigi_to_end("BuildModel", args, straight, tmp_path / "build.log")
+    code, out = run_luigi_to_end("BuildModel", args, straight, tmp_path / "build.log", env=plain)
     if train_config is not None:
         config = tmp_path / "train.yaml"
         config.write_text(train_config)
@@ -65,23 +74,19 @@ def _interrupted_and_resumed(
     assert code == 0, out
     shutil.copytree(straight, resumed)  # same data.h5 and initial weights for both
 
-    code, out = run_luigi_to_end("Train", args, straight, tmp_path / "straight.log")
+    code, out = run_luigi_to_end("Train", args, straight, tmp_path / "straight.log", env=plain)
     assert code == 0, out
 
-    running = start_luigi("Train", args, resumed, tmp_path / "killed.log")
-
-    def checkpoint_k_committed() -> bool:
-        exp = experiment_dir(resumed)
-        return exp is not None and (exp / "checkpoints" / f"epoch-{KILL_AFTER:04d}.json").exists()
-
-    assert wait_until(checkpoint_k_committed, running.proc), running.output()
+    running = start_luigi("Train", args, resumed, tmp_path / "killed.log", env=pause.env)
+    assert wait_until(pause.reached, running.proc), running.output()
+    assert wait_until(checkpoint_committed(resumed, KILL_AFTER), running.proc), running.output()
     running.kill()
     exp = experiment_dir(resumed)
     assert exp is not None and not (exp / "_SUCCESS").exists()
     k = committed_epochs(exp)[-1]
-    assert KILL_AFTER <= k < EPOCHS, f"the kill landed too late (checkpoint {k})"
+    assert k == KILL_AFTER, f"the kill landed at checkpoint {k}"
 
-    code, out = run_luigi_to_end("Train", args, resumed, tmp_path / "rerun.log")
+    code, out = run_luigi_to_end("Train", args, resumed, tmp_path / "rerun.log", env=plain)
     assert code == 0, out
     straight_exp = experiment_dir(straight)
     assert straight_exp is not None

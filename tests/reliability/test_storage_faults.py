@@ -21,6 +21,7 @@ from tests.reliability.crashkit import (
     checkpoint_committed,
     committed_epochs,
     experiment_dir,
+    pausing,
     run_luigi_to_end,
     start_luigi,
     temp_entries,
@@ -56,9 +57,16 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
 def test_failed_checkpoint_write_is_a_clear_storage_error(framework: str, tmp_path: Path) -> None:
     """EFBIG while writing epoch k+1's weights: StorageError, exit != 0, checkpoint k intact."""
     results = tmp_path / "results"
-    args = train_args(framework, f"train.epochs={EPOCHS} train.batch_size=8")
-    running = start_luigi("Train", args, results, tmp_path / "first.log")
-
+    pause = pausing(
+        framework,
+        train_args(framework, f"train.epochs={EPOCHS} train.batch_size=8"),
+        tmp_path,
+        after_epoch=2,
+        batch_size=8,
+    )
+    args = pause.args
+    running = start_luigi("Train", args, results, tmp_path / "first.log", env=pause.env)
+    assert wait_until(pause.reached, running.proc), running.output()
     assert wait_until(checkpoint_committed(results, 2), running.proc), running.output()
     running.kill()
     exp = experiment_dir(results)
@@ -73,7 +81,12 @@ def test_failed_checkpoint_write_is_a_clear_storage_error(framework: str, tmp_pa
     assert limit > 16_384
 
     code, out = run_luigi_to_end(
-        "Train", args, results, tmp_path / "full.log", preexec_fn=_file_size_limit(limit)
+        "Train",
+        args,
+        results,
+        tmp_path / "full.log",
+        env=pause.plain_env,
+        preexec_fn=_file_size_limit(limit),
     )
     assert code != 0
     assert "StorageError: writing" in out, out
@@ -85,7 +98,9 @@ def test_failed_checkpoint_write_is_a_clear_storage_error(framework: str, tmp_pa
     check_checkpoints_load(exp, framework)
     assert temp_entries(exp) == [], "the failed write's temporary file must be removed"
 
-    code, out = run_luigi_to_end("Train", args, results, tmp_path / "rerun.log")
+    code, out = run_luigi_to_end(
+        "Train", args, results, tmp_path / "rerun.log", env=pause.plain_env
+    )
     assert code == 0, out
     assert (exp / "_SUCCESS").exists()
     assert f"resuming from checkpoint epoch-{before[-1]:04d}" in (exp / "train.log").read_text()

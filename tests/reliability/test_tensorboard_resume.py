@@ -1,14 +1,15 @@
 """TensorBoard steps are not duplicated after a resume.
 
-A Train checkpointing every second epoch is killed once epoch 3 was logged
-(its checkpoint 2 committed, 4 not yet). The rerun resumes from epoch 2 and trains epoch
-3 again: the event files, read with TensorBoard's own ``EventAccumulator`` (orphan purging
-off, so the files are read as they are), must hold every epoch's scalars exactly once.
+A Train checkpointing every second epoch is killed once epoch 3 was logged (its
+checkpoint 2 committed, 4 not yet): the pausing plugin model holds it at the first batch
+of epoch 4, and epoch 3 lasts over a second, so its scalars are flushed. The rerun
+resumes from epoch 2 and trains epoch 3 again: the event files, read with TensorBoard's
+own ``EventAccumulator`` (orphan purging off, so the files are read as they are), must
+hold every epoch's scalars exactly once.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,9 +17,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.reliability.crashkit import (
+    checkpoint_committed,
     committed_epochs,
     experiment_dir,
     metric_epochs,
+    pausing,
     run_luigi_to_end,
     start_luigi,
     train_args,
@@ -27,6 +30,7 @@ from tests.reliability.crashkit import (
 from tests.support import FRAMEWORKS
 
 EPOCHS = 6
+BATCH = 8
 
 
 def logged_steps(logdir: Path, tag: str = "loss") -> list[int]:
@@ -44,25 +48,23 @@ def logged_steps(logdir: Path, tag: str = "loss") -> list[int]:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_each_epoch_is_logged_once_after_a_kill_and_resume(framework: str, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    # Small batches make an epoch take long enough to stop between epochs 3 and 4.
     args = train_args(
-        framework, f"train.epochs={EPOCHS} train.batch_size=1 train.checkpoint_every=2"
+        framework, f"train.epochs={EPOCHS} train.batch_size={BATCH} train.checkpoint_every=2"
     )
-    running = start_luigi("Train", args, results, tmp_path / "first.log")
-
-    def epoch_3_done() -> bool:  # metrics.csv: cheap to poll; TensorBoard follows at once
-        exp = experiment_dir(results)
-        return exp is not None and 3 in metric_epochs(exp)
-
-    assert wait_until(epoch_3_done, running.proc), running.output()
-    time.sleep(0.2)  # its scalars are flushed right after the row; epoch 4 takes far longer
+    pause = pausing(framework, args, tmp_path, after_epoch=3, batch_size=BATCH, stall_epoch=3)
+    running = start_luigi("Train", pause.args, results, tmp_path / "first.log", env=pause.env)
+    assert wait_until(pause.reached, running.proc), running.output()
+    assert wait_until(checkpoint_committed(results, 2), running.proc), running.output()
     running.kill()
     exp = experiment_dir(results)
     assert exp is not None
+    assert metric_epochs(exp) == [1, 2, 3], "the run must hold at the start of epoch 4"
     assert committed_epochs(exp) == [2], "the kill must come before checkpoint 4"
     assert 3 in logged_steps(exp / "tensorboard")  # what the rerun will log again
 
-    code, out = run_luigi_to_end("Train", args, results, tmp_path / "rerun.log")
+    code, out = run_luigi_to_end(
+        "Train", pause.args, results, tmp_path / "rerun.log", env=pause.plain_env
+    )
     assert code == 0, out
     assert "resuming from checkpoint epoch-0002" in (exp / "train.log").read_text()
     steps = logged_steps(exp / "tensorboard")

@@ -32,7 +32,7 @@ def test_another_process_holding_the_lock_is_seen_and_waited_for(tmp_path: Path)
 
 
 def test_hold_waits_until_the_holder_is_done(tmp_path: Path) -> None:
-    proc = hold_lock_elsewhere(tmp_path, 0.5)
+    proc = hold_lock_elsewhere(tmp_path, 2.0)  # ample time to start waiting
     waited: list[bool] = []
     start = time.monotonic()
     with FolderLock.of(tmp_path).hold(timeout=30, on_wait=lambda: waited.append(True)):

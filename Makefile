@@ -31,7 +31,7 @@ demo: $(VENV)/.core
 
 ## test: install everything (torch, TensorFlow, dev tools), then run the test suite
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=15
 
 ## check: lint and type-check
 check: $(VENV)/.dev

@@ -12,6 +12,26 @@ from luigi.task_register import Register
 from tests.support import CliResult, run_luigi
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files with the most end-to-end (``slow``) tests first, each file's tests
+    in their written order.
+
+    The suite runs with ``pytest-xdist --dist loadfile --no-loadscope-reorder``: a file
+    goes to whichever worker is free, in this order. In xdist's own order (most tests
+    first) the long end-to-end files, which have few tests each, came last, and one worker
+    finished the last of them alone while the other idled. Started first, they overlap,
+    and the many short unit-test files fill the end. The order is the same on every
+    worker (xdist requires that), and no test depends on it.
+    """
+    slow: dict[str, int] = {}
+    for item in items:
+        slow.setdefault(item.nodeid.split("::")[0], 0)
+        if item.get_closest_marker("slow") is not None:
+            slow[item.nodeid.split("::")[0]] += 1
+    ranked = {name: rank for rank, name in enumerate(sorted(slow, key=lambda f: -slow[f]))}
+    items.sort(key=lambda item: ranked[item.nodeid.split("::")[0]])
+
+
 @pytest.fixture(autouse=True)
 def _fresh_luigi_instances() -> Iterator[None]:
     """Luigi caches task instances by parameters; a test must not see another's."""

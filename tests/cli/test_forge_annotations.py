@@ -28,6 +28,8 @@ from tests.cli.forge_support import (
     trained,
 )
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 
 @pytest.fixture(scope="module")
 def exps(tmp_path_factory: pytest.TempPathFactory) -> Trained:

@@ -16,6 +16,8 @@ from tasks.environment import installed_packages
 from tasks.store.names import ENVIRONMENT_FILE, RUN_FILE
 from tests.cli.forge_support import Trained, copy_results, forge, listing, trained
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 
 @pytest.fixture(scope="module")
 def exps(tmp_path_factory: pytest.TempPathFactory) -> Trained:

@@ -17,6 +17,8 @@ from tasks.store.records import BestRecord
 from tests.cli.forge_support import FRAMEWORK_PARAMS, Trained, listing, luigi_env, trained
 from tests.support import REPO
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 
 @pytest.fixture(scope="module")
 def exps(tmp_path_factory: pytest.TempPathFactory) -> Trained:

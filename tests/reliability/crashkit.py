@@ -166,6 +166,38 @@ class Pause:
         self.release_file.touch()
 
 
+PAUSE_PLUGINS = "tests.reliability.pause_plugins"
+PAUSING_MODEL = "mlp_pausing"  # registered by PAUSE_PLUGINS
+
+
+def pausing_model(framework: str, folder: Path) -> Path:
+    """A model config (in ``folder``) naming the pausing plugin model of ``framework``."""
+    config = folder / f"pausing_{framework}.yaml"
+    config.write_text(f"framework: {framework}\nbuilder: {PAUSING_MODEL}\n")
+    return config
+
+
+def pause_at(
+    folder: Path, batch: int, *, release: bool = False, stall_batch: int | None = None
+) -> dict[str, str]:
+    """The environment that holds a run of the pausing model at training batch ``batch``
+    (1-based, counted over the process), writing ``folder/paused`` when it does.
+
+    ``release=True`` holds until ``folder/release`` exists, otherwise until the process
+    is killed. ``stall_batch`` sleeps 1.1 s on that batch.
+    """
+    env = {
+        "FORGE_PLUGINS": PAUSE_PLUGINS,
+        "PAUSE_AT_BATCH": str(batch),
+        "PAUSE_FILE": str(folder / "paused"),
+    }
+    if release:
+        env["PAUSE_RELEASE"] = str(folder / "release")
+    if stall_batch is not None:
+        env["PAUSE_STALL"] = f"{stall_batch}:1.1"
+    return env
+
+
 def pausing(
     framework: str,
     args: Sequence[str],
@@ -186,23 +218,12 @@ def pausing(
     makes that epoch's first batch last over a second, so that the TensorBoard scalars of
     its end are flushed (at most once a second) whatever the machine's speed.
     """
-    from tests.reliability.pause_plugins import NAME
-
     per_epoch = -(-train_rows // batch_size)
-    config = folder / f"pausing_{framework}.yaml"
-    config.write_text(f"framework: {framework}\nbuilder: {NAME}\n")
     changed = list(args)
-    changed[changed.index("--model-config") + 1] = str(config)
-    env = {
-        "FORGE_PLUGINS": "tests.reliability.pause_plugins",
-        "PAUSE_AT_BATCH": str(after_epoch * per_epoch + 1),
-        "PAUSE_FILE": str(folder / "paused"),
-    }
+    changed[changed.index("--model-config") + 1] = str(pausing_model(framework, folder))
+    stall = None if stall_epoch is None else (stall_epoch - 1) * per_epoch + 1
+    env = pause_at(folder, after_epoch * per_epoch + 1, release=release, stall_batch=stall)
     release_file = folder / "release" if release else None
-    if release_file is not None:
-        env["PAUSE_RELEASE"] = str(release_file)
-    if stall_epoch is not None:
-        env["PAUSE_STALL"] = f"{(stall_epoch - 1) * per_epoch + 1}:1.1"
     return Pause(env, changed, folder / "paused", release_file)
 
 

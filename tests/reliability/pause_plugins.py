@@ -31,7 +31,7 @@ from typing import Any
 from tasks import register_model
 from tasks.registry import get_entry
 
-NAME = "mlp_pausing"
+NAME = "mlp_pausing"  # crashkit.PAUSING_MODEL
 _trained: list[int] = [0]
 
 

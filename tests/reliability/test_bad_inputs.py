@@ -30,6 +30,8 @@ import yaml
 from tests.reliability.crashkit import CONFIGS, REPO, luigi_argv, run_luigi_to_end, train_args
 from tests.support import npz_declaring
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 CASES_DIR = Path(__file__).parent / "bad_inputs"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "case.yaml").is_file())
 EXPERIMENT_OVERRIDES = "train.epochs=1"

@@ -37,6 +37,8 @@ from tasks.store.names import (
 from tests.cli.forge_support import MODELS, TF_AVAILABLE, forge, invoke, run_luigi
 from tests.support import CONFIGS, write_yaml
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 MOONS = CONFIGS / "data" / "moons.yaml"
 BLOBS = CONFIGS / "data" / "blobs.yaml"
 # (data config, framework): the damaged experiment first; the others must stay healthy.

@@ -20,6 +20,8 @@ from tests.support import (
     write_yaml,
 )
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 
 def _npz_config(folder: Path, x: np.ndarray, y: np.ndarray) -> Path:
     np.savez(folder / "data.npz", x=x, y=y)

@@ -30,6 +30,8 @@ import pytest
 from tests.cli.forge_support import FRAMEWORK_PARAMS
 from tests.support import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, luigi_command, write_yaml
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 MOONS = CONFIGS / "data" / "moons.yaml"
 IS_ROOT = os.geteuid() == 0
 

@@ -29,6 +29,8 @@ from tasks.data.h5store import BatchStream, read_meta, read_split
 from tasks.errors import CorruptArtifactError
 from tests.support import CONFIGS, MODEL_CONFIGS, REPO, experiment_dirs, run_luigi
 
+pytestmark = pytest.mark.slow  # trains real experiments through the luigi command
+
 SECRET = b"TOP-SECRET-BYTES-0123456789abcdef"
 BOMB = "\n".join(
     f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.reliability.pause_plugins  # noqa: F401  (its model is loaded here too)
 from tests.reliability.crashkit import (
     check_checkpoints_load,
     checkpoint_committed,

@@ -112,7 +112,13 @@ class Worker:
 
 
 def start_worker(
-    sweep: Path, results_dir: Path, port: int, log: Path, *extra: str, keep_alive: bool = True
+    sweep: Path,
+    results_dir: Path,
+    port: int,
+    log: Path,
+    *extra: str,
+    keep_alive: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Worker:
     """``luigi --module pipelines Sweep ... --workers 1`` against the luigid on ``port``.
 
@@ -124,9 +130,9 @@ def start_worker(
     command += ["--scheduler-port", str(port), "--workers", "1", *extra]
     if keep_alive:
         command.append("--worker-keep-alive")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     with log.open("w") as fh:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=fh)
+        proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=fh, stderr=fh)
     return Worker(proc, log)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.crashkit import pause_at, pausing_model
 from tests.sweeps.helpers import (
     attempts,
     evaluated,
@@ -68,12 +69,17 @@ def test_two_identical_worker_commands_share_a_sweep_and_exit_zero(
 def test_worker_leaving_an_incomplete_sweep_exits_non_zero(
     tmp_path: Path, results_dir: Path
 ) -> None:
-    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1, 2]}", epochs=30)
+    # The busy worker holds at its first training batch until the leaving worker is gone.
+    model = pausing_model("torch", tmp_path)
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1, 2]}", models=(model,), epochs=2)
+    hold = pause_at(tmp_path, 1, release=True)
     with running_luigid(tmp_path / "luigid") as port:
-        busy = start_worker(sweep, results_dir, port, tmp_path / "busy.log", "--shards", "1")
+        busy = start_worker(
+            sweep, results_dir, port, tmp_path / "busy.log", "--shards", "1", env=hold
+        )
         try:
             deadline = time.monotonic() + 120
-            while not attempts(results_dir):
+            while not (tmp_path / "paused").exists():
                 assert busy.proc.poll() is None, busy.output()
                 assert time.monotonic() < deadline, "the first worker never started training"
                 time.sleep(0.1)
@@ -86,9 +92,11 @@ def test_worker_leaving_an_incomplete_sweep_exits_non_zero(
                 "--shards",
                 "1",
                 keep_alive=False,
+                env={"FORGE_PLUGINS": hold["FORGE_PLUGINS"]},
             )
             left = leaving.wait()
             still_running = busy.proc.poll() is None
+            (tmp_path / "release").touch()
             finished = busy.wait()
         finally:
             busy.stop()

@@ -50,6 +50,73 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch
     return {k: v.to(device) for k, v in tensors.items()}
 
 
+class _BatchAccuracy:
+    """One batch's accuracy, computed later together with other batches' (see
+    :class:`_Accuracies`). Its :attr:`value` is the float32 mean of the hits, the value
+    ``(pred == y).float().mean()`` would give, once resolved."""
+
+    __slots__ = ("logits", "y", "value")
+
+    def __init__(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.logits: torch.Tensor | None = logits
+        self.y: torch.Tensor | None = y
+        self.value: float | None = None
+
+    def __float__(self) -> float:
+        if self.value is None:
+            _resolve([self])
+        return cast("float", self.value)
+
+
+def _resolve(batches: Sequence[_BatchAccuracy]) -> None:
+    """Fill in the accuracies of ``batches`` with one argmax and comparison for all."""
+    logits = [b.logits.reshape(-1, b.logits.shape[-1]) for b in batches if b.logits is not None]
+    labels = [b.y.reshape(-1) for b in batches if b.y is not None]
+    hits = (torch.cat(logits).argmax(dim=-1) == torch.cat(labels)).float()
+    lengths = torch.tensor([len(y) for y in labels], device=hits.device)
+    ids = torch.repeat_interleave(torch.arange(len(labels), device=hits.device), lengths)
+    counts = torch.zeros(len(labels), device=hits.device).index_add_(0, ids, hits)
+    means = (counts / lengths.to(counts.dtype)).cpu()
+    for batch, value in zip(batches, means.tolist(), strict=True):
+        batch.value, batch.logits, batch.y = value, None, None
+
+
+class _Accuracies:
+    """The training and validation accuracy of each batch, computed in groups.
+
+    Five small tensor operations per batch (argmax, compare, cast, mean, detach) cost
+    about 3 % of a small model's training step on the CPU; batches are instead held
+    (their detached logits and labels) and resolved together once :data:`GROUP` of them,
+    or :data:`GROUP_BYTES` of logits, are waiting, and whenever their values are read.
+    The values are the same: each batch's own float32 mean of its hits.
+    """
+
+    GROUP = 64
+    GROUP_BYTES = 4 << 20
+
+    def __init__(self) -> None:
+        self._waiting: list[_BatchAccuracy] = []
+        self._bytes = 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> _BatchAccuracy | torch.Tensor:
+        """The accuracy of one batch: its ``logits`` (``(*y.shape, classes)``) against
+        ``y``; computed at once, as a tensor, when the shapes do not match that way."""
+        if logits.shape[:-1] != y.shape or y.numel() == 0:
+            return (logits.detach().argmax(dim=-1) == y).float().mean()
+        batch = _BatchAccuracy(logits.detach(), y)
+        self._waiting.append(batch)
+        self._bytes += logits.numel() * logits.element_size()
+        if len(self._waiting) >= self.GROUP or self._bytes >= self.GROUP_BYTES:
+            self.resolve()
+        return batch
+
+    def resolve(self) -> None:
+        """Compute every waiting batch's accuracy."""
+        if self._waiting:
+            _resolve(self._waiting)
+        self._waiting, self._bytes = [], 0
+
+
 def _scalar(value: Any) -> float:
     """An objective's logged value as a float, without keeping its autograd graph."""
     return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
@@ -149,6 +216,7 @@ class _TorchSession(TrainSession):
         torch.manual_seed(settings.seed)  # dropout & co.; a resumed run restores RNG state
         self.model = model.to(settings.device)
         self.settings = settings
+        self.accuracies = _Accuracies()
         self.optimizer = make_optimizer("torch", settings.optimizer, params=model.parameters())
         device_type = settings.device.split(":")[0]
         self.autocast: Any = None
@@ -162,12 +230,12 @@ class _TorchSession(TrainSession):
             else None
         )
 
-    def _step_metrics(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss to minimise and the batch's named scalars, as detached 0-d tensors.
+    def _step_metrics(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss to minimise and the batch's named scalars: detached 0-d tensors, and
+        the accuracy as a :class:`_BatchAccuracy` computed with other batches'.
 
-        Scalars stay tensors so the epoch loop adds them up without a host sync per batch.
+        Scalars stay on the device so the epoch loop adds them up without a host sync per
+        batch.
         """
         objective = self.settings.objective
         if objective is not None:
@@ -177,10 +245,9 @@ class _TorchSession(TrainSession):
             return loss, {k: torch.as_tensor(v).detach() for k, v in result.items()}
         outputs = self.model(*[batch[name] for name in self.settings.inputs])
         loss = _supervised_loss(outputs, batch["y"], self.settings.loss)
-        named = {"loss": loss.detach()}
+        named: dict[str, Any] = {"loss": loss.detach()}
         if self.settings.loss == "cross_entropy":
-            pred = primary_output(outputs).detach().argmax(dim=-1)
-            named["accuracy"] = (pred == batch["y"]).float().mean()
+            named["accuracy"] = self.accuracies.add(primary_output(outputs), batch["y"])
         return loss, named
 
     @contextlib.contextmanager
@@ -221,6 +288,9 @@ class _TorchSession(TrainSession):
         return self._forward(_to_tensors(batch, self.settings.device))[1]
 
     def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
+        if any(isinstance(v, _BatchAccuracy) for v in values):
+            self.accuracies.resolve()
+            return np.array([float(v) for v in values], dtype=np.float64)
         return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
 
     def learning_rate(self) -> float:

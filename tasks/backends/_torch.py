@@ -52,33 +52,56 @@ def _to_tensors(batch: Mapping[str, np.ndarray], device: str) -> dict[str, torch
 
 class _BatchAccuracy:
     """One batch's accuracy, computed later together with other batches' (see
-    :class:`_Accuracies`). Its :attr:`value` is the float32 mean of the hits, the value
-    ``(pred == y).float().mean()`` would give, once resolved."""
+    :class:`_Accuracies`): once resolved, element :attr:`index` of the group's
+    :attr:`means`, the float32 value ``(pred == y).float().mean()`` gives."""
 
-    __slots__ = ("logits", "y", "value")
+    __slots__ = ("index", "logits", "means", "y")
 
     def __init__(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.logits: torch.Tensor | None = logits
         self.y: torch.Tensor | None = y
-        self.value: float | None = None
+        self.means: torch.Tensor | None = None
+        self.index = 0
 
     def __float__(self) -> float:
-        if self.value is None:
+        if self.means is None:
             _resolve([self])
-        return cast("float", self.value)
+        return float(cast("torch.Tensor", self.means)[self.index])
 
 
 def _resolve(batches: Sequence[_BatchAccuracy]) -> None:
-    """Fill in the accuracies of ``batches`` with one argmax and comparison for all."""
-    logits = [b.logits.reshape(-1, b.logits.shape[-1]) for b in batches if b.logits is not None]
-    labels = [b.y.reshape(-1) for b in batches if b.y is not None]
-    hits = (torch.cat(logits).argmax(dim=-1) == torch.cat(labels)).float()
+    """Compute the accuracies of the unresolved ``batches``: one argmax and comparison
+    for all, on their device (no host sync)."""
+    waiting = [b for b in batches if b.means is None]
+    if not waiting:
+        return
+    logits = [cast("torch.Tensor", b.logits) for b in waiting]
+    labels = [cast("torch.Tensor", b.y).reshape(-1) for b in waiting]
+    hits = (torch.cat([x.reshape(-1, x.shape[-1]) for x in logits]).argmax(dim=-1)
+            == torch.cat(labels)).float()  # fmt: skip
     lengths = torch.tensor([len(y) for y in labels], device=hits.device)
     ids = torch.repeat_interleave(torch.arange(len(labels), device=hits.device), lengths)
     counts = torch.zeros(len(labels), device=hits.device).index_add_(0, ids, hits)
-    means = (counts / lengths.to(counts.dtype)).cpu()
-    for batch, value in zip(batches, means.tolist(), strict=True):
-        batch.value, batch.logits, batch.y = value, None, None
+    means = counts / lengths.to(counts.dtype)
+    for index, batch in enumerate(waiting):
+        batch.means, batch.index, batch.logits, batch.y = means, index, None, None
+
+
+def _accuracy_values(values: Sequence[Any]) -> np.ndarray:
+    """Per-batch values, some of them :class:`_BatchAccuracy`, as float64: one device to
+    host copy per group."""
+    copied: dict[int, np.ndarray] = {}
+    out = np.empty(len(values), dtype=np.float64)
+    for i, value in enumerate(values):
+        if isinstance(value, _BatchAccuracy):
+            _resolve([value])
+            means = cast("torch.Tensor", value.means)
+            if id(means) not in copied:
+                copied[id(means)] = means.double().cpu().numpy()
+            out[i] = copied[id(means)][value.index]
+        else:
+            out[i] = float(value)
+    return out
 
 
 class _Accuracies:
@@ -290,7 +313,7 @@ class _TorchSession(TrainSession):
     def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
         if any(isinstance(v, _BatchAccuracy) for v in values):
             self.accuracies.resolve()
-            return np.array([float(v) for v in values], dtype=np.float64)
+            return _accuracy_values(values)
         return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
 
     def learning_rate(self) -> float:

@@ -62,13 +62,23 @@ def test_grouped_values_equal_each_batchs_own_accuracy(
 def test_a_group_is_resolved_once_full_and_waiting_logits_stay_bounded() -> None:
     accuracies = _Accuracies()
     small = [accuracies.add(torch.randn(8, 3), torch.randint(0, 3, (8,))) for _ in range(63)]
-    assert all(b.value is None for b in small)  # still waiting: one computation for all
+    assert all(b.means is None for b in small)  # still waiting: one computation for all
     last = accuracies.add(torch.randn(8, 3), torch.randint(0, 3, (8,)))
     assert isinstance(last, _BatchAccuracy)
-    assert all(b.value is not None for b in [*small, last])  # the 64th resolved the group
+    assert all(b.means is not None for b in [*small, last])  # the 64th resolved the group
     # Logits over the byte bound are resolved at once instead of being held.
     big = accuracies.add(torch.randn(1024, 1100), torch.randint(0, 1100, (1024,)))
-    assert isinstance(big, _BatchAccuracy) and big.value is not None
+    assert isinstance(big, _BatchAccuracy) and big.means is not None
+
+
+def test_a_value_read_early_is_computed_alone_and_kept_by_its_group() -> None:
+    accuracies = _Accuracies()
+    data = [(torch.randn(n, 4), torch.randint(0, 4, (n,))) for n in (5, 9, 3)]
+    held = [accuracies.add(logits, y) for logits, y in data]
+    early = float(held[1])  # read before its group is full
+    accuracies.resolve()
+    assert [float(b) for b in held] == [eager(logits, y) for logits, y in data]
+    assert float(held[1]) == early
 
 
 def test_labels_shaped_otherwise_are_computed_at_once_as_before() -> None:

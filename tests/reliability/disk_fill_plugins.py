@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks import register_model
 from tasks.registry import get_entry
+from tests.reliability.hooked_mlp import torch_mlp_calling
 
 NAME = "mlp_filling_disk_at_export"
 _filled: list[bool] = []
@@ -49,20 +50,7 @@ def _fill_once_final_weights_exist() -> None:
 @register_model(NAME, framework="torch")
 def torch_model(input_shape: tuple[int, ...], num_classes: int, meta: Any = None) -> Any:
     """The built-in MLP, wrapped so that its forward pass may fill the disk first."""
-    from torch import nn
-
-    inner = get_entry("model", "mlp", "torch").func(input_shape, num_classes, meta)
-
-    class FillingAtExport(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = inner
-
-        def forward(self, x: Any) -> Any:
-            _fill_once_final_weights_exist()
-            return self.net(x)
-
-    return FillingAtExport()
+    return torch_mlp_calling(_fill_once_final_weights_exist, input_shape, num_classes, meta)
 
 
 @register_model(NAME, framework="tensorflow")

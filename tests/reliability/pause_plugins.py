@@ -30,6 +30,7 @@ from typing import Any
 
 from tasks import register_model
 from tasks.registry import get_entry
+from tests.reliability.hooked_mlp import torch_mlp_calling
 
 NAME = "mlp_pausing"  # crashkit.PAUSING_MODEL
 _trained: list[int] = [0]
@@ -55,23 +56,9 @@ def _count_a_training_batch() -> None:
 @register_model(NAME, framework="torch")
 def torch_model(input_shape: tuple[int, ...], num_classes: int, meta: Any = None) -> Any:
     """The built-in MLP, wrapped so that each training forward pass is counted first."""
-    from torch import nn
-
-    inner = get_entry("model", "mlp", "torch").func(input_shape, num_classes, meta)
-
-    class Pausing(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = inner
-
-        def forward(self, x: Any) -> Any:
-            import torch
-
-            if self.training and torch.is_grad_enabled():
-                _count_a_training_batch()
-            return self.net(x)
-
-    return Pausing()
+    return torch_mlp_calling(
+        _count_a_training_batch, input_shape, num_classes, meta, training_only=True
+    )
 
 
 @register_model(NAME, framework="tensorflow")

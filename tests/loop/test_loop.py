@@ -30,7 +30,7 @@ from tasks.loop.callbacks import tensorboard as tensorboard_callback
 from tasks.loop.callbacks.checkpointing import INLINE_STATE_BYTES
 from tasks.loop.schedules import Warmup, cosine, exponential, onecycle, plateau, step
 from tasks.store.atomic import synced_at_end
-from tasks.store.checkpoints import best_path, commit_partial, committed
+from tasks.store.checkpoints import CheckpointInfo, best_path, commit_partial, committed
 from tasks.store.metrics_log import read_metrics
 from tasks.store.records import BestRecord
 
@@ -455,11 +455,25 @@ class CommittedPromises(Callback):
         self.checked = 0
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
-        for info in committed(self.directory)[-1:]:
-            assert info.best_epoch is not None
-            assert best_path(self.directory, info.best_epoch, ".w").exists()
-            assert self.synced and self.synced[-1] >= info.epoch
-            self.checked += 1
+        info = self._newest()
+        if info is None:
+            return
+        # The checkpoint thread may commit a newer checkpoint (and drop this one's best
+        # file) between the listing and the look: then the newer one is checked.
+        while not self._best(info).exists() and (newer := self._newest()) != info:
+            assert newer is not None
+            info = newer
+        assert self._best(info).exists()
+        assert self.synced and self.synced[-1] >= info.epoch
+        self.checked += 1
+
+    def _newest(self) -> CheckpointInfo | None:
+        found = committed(self.directory)
+        return found[-1] if found else None
+
+    def _best(self, info: CheckpointInfo) -> Path:
+        assert info.best_epoch is not None
+        return best_path(self.directory, info.best_epoch, ".w")
 
 
 class SmallSnapshotSession(SnapshotSession):

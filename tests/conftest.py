@@ -3,6 +3,7 @@ a fresh Luigi instance cache per test (as Luigi's own ``LuigiTestCase`` does).""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,13 +24,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     and the many short unit-test files fill the end. The order is the same on every
     worker (xdist requires that), and no test depends on it.
     """
-    slow: dict[str, int] = {}
-    for item in items:
-        slow.setdefault(item.nodeid.split("::")[0], 0)
-        if item.get_closest_marker("slow") is not None:
-            slow[item.nodeid.split("::")[0]] += 1
-    ranked = {name: rank for rank, name in enumerate(sorted(slow, key=lambda f: -slow[f]))}
-    items.sort(key=lambda item: ranked[item.nodeid.split("::")[0]])
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each file stays in one piece
 
 
 @pytest.fixture(autouse=True)

@@ -88,13 +88,12 @@ def _resolve(batches: Sequence[_BatchAccuracy]) -> None:
 
 
 def _accuracy_values(values: Sequence[Any]) -> np.ndarray:
-    """Per-batch values, some of them :class:`_BatchAccuracy`, as float64: one device to
-    host copy per group."""
+    """Per-batch values, some of them resolved :class:`_BatchAccuracy`, as float64: one
+    device to host copy per group."""
     copied: dict[int, np.ndarray] = {}
     out = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         if isinstance(value, _BatchAccuracy):
-            _resolve([value])
             means = cast("torch.Tensor", value.means)
             if id(means) not in copied:
                 copied[id(means)] = means.double().cpu().numpy()
@@ -312,7 +311,7 @@ class _TorchSession(TrainSession):
 
     def to_numpy(self, values: Sequence[Any]) -> np.ndarray:
         if any(isinstance(v, _BatchAccuracy) for v in values):
-            self.accuracies.resolve()
+            self.accuracies.resolve()  # every value of this session is resolved now
             return _accuracy_values(values)
         return cast("np.ndarray", torch.stack(list(values)).double().cpu().numpy())
 

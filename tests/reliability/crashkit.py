@@ -148,8 +148,6 @@ class Pause:
 
     env: dict[str, str]
     args: list[str]
-    paused_file: Path
-    release_file: Path | None
 
     @property
     def plain_env(self) -> dict[str, str]:
@@ -158,16 +156,16 @@ class Pause:
 
     def reached(self) -> bool:
         """Whether the run holds at its chosen batch (a ``wait_until`` condition)."""
-        return self.paused_file.exists()
+        return Path(self.env["PAUSE_FILE"]).exists()
 
     def release(self) -> None:
         """Let the held run go on (only when it was started with ``release=True``)."""
-        assert self.release_file is not None, "this pause holds until the process is killed"
-        self.release_file.touch()
+        assert "PAUSE_RELEASE" in self.env, "this pause holds until the process is killed"
+        Path(self.env["PAUSE_RELEASE"]).touch()
 
 
 PAUSE_PLUGINS = "tests.reliability.pause_plugins"
-PAUSING_MODEL = "mlp_pausing"  # registered by PAUSE_PLUGINS
+PAUSING_MODEL = "mlp_pausing"  # the name PAUSE_PLUGINS registers its model under
 
 
 def pausing_model(framework: str, folder: Path) -> Path:
@@ -223,8 +221,7 @@ def pausing(
     changed[changed.index("--model-config") + 1] = str(pausing_model(framework, folder))
     stall = None if stall_epoch is None else (stall_epoch - 1) * per_epoch + 1
     env = pause_at(folder, after_epoch * per_epoch + 1, release=release, stall_batch=stall)
-    release_file = folder / "release" if release else None
-    return Pause(env, changed, folder / "paused", release_file)
+    return Pause(env, changed)
 
 
 def experiment_dir(results_dir: Path) -> Path | None:

@@ -30,9 +30,9 @@ from typing import Any
 
 from tasks import register_model
 from tasks.registry import get_entry
+from tests.reliability.crashkit import PAUSING_MODEL as NAME
 from tests.reliability.hooked_mlp import torch_mlp_calling
 
-NAME = "mlp_pausing"  # crashkit.PAUSING_MODEL
 _trained: list[int] = [0]
 
 

@@ -79,7 +79,7 @@ def test_worker_leaving_an_incomplete_sweep_exits_non_zero(
         )
         try:
             deadline = time.monotonic() + 120
-            while not (tmp_path / "paused").exists():
+            while not Path(hold["PAUSE_FILE"]).exists():
                 assert busy.proc.poll() is None, busy.output()
                 assert time.monotonic() < deadline, "the first worker never started training"
                 time.sleep(0.1)
@@ -96,7 +96,7 @@ def test_worker_leaving_an_incomplete_sweep_exits_non_zero(
             )
             left = leaving.wait()
             still_running = busy.proc.poll() is None
-            (tmp_path / "release").touch()
+            Path(hold["PAUSE_RELEASE"]).touch()
             finished = busy.wait()
         finally:
             busy.stop()

@@ -391,6 +391,7 @@ class Train(TrainParams, ForgeTask):
                 best,
                 keep=train_cfg["keep_checkpoints"],
                 before_commit=[metrics_csv.sync],
+                min_interval_s=train_cfg["checkpoint_min_interval_s"],
             ),
             Progress(self, directory.name),
         ]

@@ -128,6 +128,7 @@ class TrainConfig(_Strict):
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     seed: Seed = 0
     checkpoint_every: PositiveInt = 1
+    checkpoint_min_interval_s: NonNegativeFloat = 1.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
@@ -166,6 +167,7 @@ TRAIN_IDENTITY_DEFAULTS: dict[str, Any] = {
     "precision": "32",
     "deterministic": False,
     "keep_checkpoints": 1,
+    "checkpoint_min_interval_s": 1.0,
 }
 
 

@@ -209,6 +209,65 @@ def test_keep_checkpoints_keeps_the_newest(data_file: Path, tmp_path: Path) -> N
     ]  # fmt: skip
 
 
+class _Clock(Callback):
+    """A clock that moves ``step`` seconds at every epoch end (before the checkpoint)."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        self.now += self.step
+
+
+class _Written(Callback):
+    """The committed checkpoints' epochs after each epoch end (after the checkpoint)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.epochs = folder, []  # type: ignore[var-annotated]
+
+    def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs += [i.epoch for i in committed(self.folder) if i.epoch not in self.epochs]
+
+
+@pytest.mark.parametrize(
+    ("min_interval", "keep", "step", "written"),
+    [
+        (1.0, 1, 0.4, [3, 6]),  # 1.2 s after the start, then the last epoch
+        (1.0, 1, 1.0, [1, 2, 3, 4, 5, 6]),  # epochs as long as the interval: all
+        (0.0, 1, 0.4, [1, 2, 3, 4, 5, 6]),  # no minimum: every epoch
+        (1.0, 2, 0.4, [1, 2, 3, 4, 5, 6]),  # kept checkpoints are never skipped
+        (60.0, 1, 0.4, [6]),  # only the last
+    ],
+)
+def test_checkpoints_younger_than_the_minimum_interval_are_skipped(
+    data_file: Path, tmp_path: Path, min_interval: float, keep: int, step: float,
+    written: list[int],
+) -> None:  # fmt: skip
+    clock, seen = _Clock(step), _Written(tmp_path)
+    ckpt = Checkpointing(tmp_path, ".ckpt", 1, keep=keep, background=False,
+                         min_interval_s=min_interval, clock=clock)  # fmt: skip
+    Loop(LinearSession(_settings(data_file, epochs=6)), *_streams(data_file), 6,
+         [clock, ckpt, seen]).run()  # fmt: skip
+    assert seen.epochs == written
+    assert committed(tmp_path)[-1].epoch == 6
+
+
+def test_a_stop_is_checkpointed_however_recent_the_last_checkpoint(
+    data_file: Path, tmp_path: Path
+) -> None:
+    clock, seen = _Clock(0.1), _Written(tmp_path)
+    hook = SearchStop(lambda epoch, logs: "halved" if epoch == 2 else None)
+    ckpt = Checkpointing(tmp_path, ".ckpt", 1, keep=1, background=False, min_interval_s=60.0,
+                         clock=clock)  # fmt: skip
+    loop = Loop(LinearSession(_settings(data_file, epochs=6)), *_streams(data_file), 6,
+                [clock, hook, ckpt, seen])  # fmt: skip
+    loop.run()
+    assert (loop.end_reason, seen.epochs) == ("stopped", [2])
+
+
 class ResumableSession(LinearSession):
     """A LinearSession whose checkpoint really restores it (weights and epoch)."""
 

@@ -44,15 +44,21 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# Crash tests kill and resume at chosen epochs: every epoch gets its checkpoint, however
+# fast (by default, one younger than a second is skipped).
+EVERY_EPOCH = "train.checkpoint_min_interval_s=0"
+
+
 def train_args(framework: str, overrides: str, data: Path | None = None) -> list[str]:
-    """CLI arguments of a Train on tiny data (moons) with the framework's MLP."""
+    """CLI arguments of a Train on tiny data (moons) with the framework's MLP, checkpointing
+    every epoch (:data:`EVERY_EPOCH`)."""
     return [
         "--data-config",
         str(data or CONFIGS / "data" / "moons.yaml"),
         "--model-config",
         str(MODEL_CONFIGS[framework]),
         "--overrides",
-        overrides,
+        f"{EVERY_EPOCH} {overrides}",
     ]
 
 

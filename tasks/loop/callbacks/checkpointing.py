@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +32,13 @@ logger = logging.getLogger("forge")
 class Checkpointing(Callback):
     """Saves a resumable checkpoint every ``every`` epochs, at the last and at a stop,
     keeping the newest ``keep`` (all when None) and the best weights they refer to.
+
+    With ``keep`` 1, an intermediate checkpoint is there only to resume after a crash
+    (retention deletes it at the next one), so it is skipped when the last checkpoint of
+    this run (or its start) is less than ``min_interval_s`` seconds old: small, fast epochs
+    then pay for one checkpoint a second, not one an epoch, and a crash redoes at most that
+    much training. The last epoch, a stop and a preemption always write one; a run keeping
+    several checkpoints gets every ``every``-th epoch, as its eval configs may name them.
 
     A checkpoint counts once its sidecar is written, after the checkpoint itself is fully
     written and synced; the sidecar holds the loop's state (best so far, schedule, early
@@ -62,12 +70,17 @@ class Checkpointing(Callback):
         keep: int | None = None,
         background: bool = True,
         before_commit: Sequence[Callable[[], None]] = (),
+        min_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.suffix = suffix
         self.every = every
         self.best = best
         self.keep = keep
+        self.min_interval_s = min_interval_s if keep == 1 else 0.0
+        self.clock = clock
+        self._last_write = clock()
         self.background = background
         self.before_commit = list(before_commit)
         if best is not None:
@@ -77,11 +90,16 @@ class Checkpointing(Callback):
         self._inline: bool | None = None
         self._handed_over = False
 
+    def on_train_begin(self, loop: Loop) -> None:
+        self._last_write = self.clock()
+
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         if self._pending is not None and self._pending.done():
             self.wait()  # a failed background write stops training at the next epoch end
-        if not (epoch % self.every == 0 or epoch >= loop.epochs or loop.stop_reason):
+        final = epoch >= loop.epochs or bool(loop.stop_reason)
+        if not final and (epoch % self.every or self._recent()):
             return
+        self._last_write = self.clock()
         write = loop.session.checkpoint_writer(epoch)
         bookkeeping = {**(self.best.state() if self.best else {}), "loop": loop.state()}
         write_best = self.best.take_unwritten() if self.best else None
@@ -109,6 +127,10 @@ class Checkpointing(Callback):
         # syncs (which wait on the disk, not the CPU) and the sidecar go to the thread.
         written = self._write(path, write, write_best)
         self._pending = self._pool.submit(self._sync_then_commit, written, commit_sidecar)
+
+    def _recent(self) -> bool:
+        """Whether the last checkpoint (or the start) is younger than ``min_interval_s``."""
+        return self.clock() - self._last_write < self.min_interval_s
 
     def _writes_inline(self, loop: Loop) -> bool:
         """Whether checkpoints are written on the training thread: when the state is at

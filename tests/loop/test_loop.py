@@ -226,7 +226,8 @@ class _Written(Callback):
     """The committed checkpoints' epochs after each epoch end (after the checkpoint)."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.epochs = folder, []  # type: ignore[var-annotated]
+        self.folder = folder
+        self.epochs: list[int] = []
 
     def on_epoch_end(self, loop: Loop, epoch: int, logs: dict[str, float]) -> None:
         self.epochs += [i.epoch for i in committed(self.folder) if i.epoch not in self.epochs]

@@ -49,16 +49,18 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 EVERY_EPOCH = "train.checkpoint_min_interval_s=0"
 
 
-def train_args(framework: str, overrides: str, data: Path | None = None) -> list[str]:
+def train_args(
+    framework: str, overrides: str, data: Path | None = None, *, every_epoch: bool = True
+) -> list[str]:
     """CLI arguments of a Train on tiny data (moons) with the framework's MLP, checkpointing
-    every epoch (:data:`EVERY_EPOCH`)."""
+    every epoch (:data:`EVERY_EPOCH`) unless ``every_epoch`` is False."""
     return [
         "--data-config",
         str(data or CONFIGS / "data" / "moons.yaml"),
         "--model-config",
         str(MODEL_CONFIGS[framework]),
         "--overrides",
-        f"{EVERY_EPOCH} {overrides}",
+        f"{EVERY_EPOCH} {overrides}" if every_epoch else overrides,
     ]
 
 

@@ -13,9 +13,9 @@ from tests.reliability.crashkit import (
     experiment_dir,
     pausing,
     start_luigi,
+    train_args,
     wait_until,
 )
-from tests.support import CONFIGS, MODEL_CONFIGS
 
 
 @pytest.mark.slow
@@ -27,8 +27,7 @@ def test_the_minimum_interval_decides_whether_an_epoch_is_checkpointed(
     minimum interval. Either way the last epoch's checkpoint is the one kept."""
     results = tmp_path / "results"
     overrides = f"train.epochs=3 train.batch_size=16 train.checkpoint_min_interval_s={interval}"
-    args = ["--data-config", str(CONFIGS / "data" / "moons.yaml"),
-            "--model-config", str(MODEL_CONFIGS["torch"]), "--overrides", overrides]  # fmt: skip
+    args = train_args("torch", overrides, every_epoch=False)
     pause = pausing("torch", args, tmp_path, after_epoch=2, batch_size=16, release=True)
     running = start_luigi("Train", pause.args, results, tmp_path / "train.log", env=pause.env)
     assert wait_until(pause.reached, running.proc), running.output()

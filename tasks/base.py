@@ -117,8 +117,9 @@ class CachedParams:
         """Luigi's parameter list, computed once per class.
 
         Luigi rebuilds it with ``dir(cls)`` three times per task construction, which is most
-        of the cost of checking thousands of finished experiments. Forge's step classes
-        get no parameters after they are defined, so the list is kept per class.
+        of the cost of checking thousands of finished experiments. Forge's task classes
+        (steps and sweep tasks) get no parameters after they are defined, so the list is
+        kept per class.
         """
         cached = cls.__dict__.get("_forge_params")
         if cached is None:

@@ -74,9 +74,10 @@ class Evaluate(EvalParams, ForgeTask):
     def produce(self, directory: Path) -> None:
         cfg = self.spec["eval"].config
         experiment = Experiment(self.spec.dirs["train"])
-        experiment.require_intact()  # a damaged experiment is one clear error, before any work
-        backend = experiment.backend
+        # build_model checks the experiment first: a damaged one is one clear error, before
+        # any work.
         model = experiment.build_model(cfg["checkpoint"])
+        backend = experiment.backend
         device = backend.resolve_device(experiment.config["train"]["device"])
         stream = BatchStream(experiment.data_file, cfg["split"], cfg["batch_size"], shuffle=False)
         outputs = backend.predict(model, stream.epoch(0), device, experiment.inputs)

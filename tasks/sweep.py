@@ -40,7 +40,7 @@ from typing import Any
 import luigi
 
 from tasks import export_policy, preemption
-from tasks.base import ForgeTask, FreshInstances, Spec, resolve_spec
+from tasks.base import CachedParams, ForgeTask, FreshInstances, Spec, resolve_spec
 from tasks.config.checks import logged_metrics
 from tasks.config.compose import chain_key
 from tasks.config.resolve import digest_of
@@ -55,11 +55,11 @@ from tasks.errors import ConfigError, ForgeError, PreemptedError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
 from tasks.stages import SECTIONS
-from tasks.store.atomic import atomic_write_text, chained_steps, storage_errors
+from tasks.store.atomic import atomic_write_text, chained_steps, storage_errors, synced_at_end
 from tasks.store.lock import FolderLock
 from tasks.store.names import SUCCESS, SWEEP_WORKERS_DIR, SWEEPS_DIR
 from tasks.store.records import json_text
-from tasks.sweep_summary import build_rows, write_summary
+from tasks.sweep_summary import SUMMARY_CSV, build_rows, write_summary
 
 __all__ = [
     "MAX_AUTO_SHARDS",
@@ -223,6 +223,12 @@ def _recorded_failures(plan: SweepPlan) -> dict[str, dict[str, str]]:
     return failures
 
 
+def _summary_written(plan: SweepPlan) -> bool:
+    """Whether the sweep has a summary already. Reading the shard records instead would
+    cost every shard a read of all of them."""
+    return (plan.directory / SUMMARY_CSV).exists()
+
+
 def write_plan_summary(plan: SweepPlan) -> str:
     """Rewrite the sweep's summary files from the disk state; return the text table."""
     if plan.search is not None:
@@ -249,7 +255,7 @@ class SweepParams:
         return Path(self.results_dir or forge().results_dir)
 
 
-class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
+class SweepShard(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run experiments ``index``, ``index + count``, … of a sweep, in this process."""
 
     index = luigi.IntParameter(description="Which shard (0-based).")
@@ -275,11 +281,28 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 "sweep was scheduled; rerun the command"
             )
         runner = ShardRunner(self, plan, len(self.indices))
-        # One sync round per step: each marker is synced with the next step's files.
+        # One sync round per step: each marker is synced with the next step's files, and
+        # the last one with this shard's record.
         with preemption.watching(), chained_steps():
             for position, index in enumerate(self.indices):
                 check_preempted(f"shard {self.index + 1}/{self.count} of sweep {plan.name}")
                 runner.run_experiment(position, index)
+            with synced_at_end():
+                self._write_record(plan, runner)
+        # A summary written before the sweep is complete (by a shard with failures) is kept
+        # current; otherwise the sweep's report writes the first one, once every shard is done.
+        if runner.failures or _summary_written(plan):
+            write_plan_summary(plan)
+        if runner.failures:
+            first = "; ".join(f"{k}: {v['error']}" for k, v in list(runner.failures.items())[:3])
+            raise SweepError(
+                f"{len(runner.failures)} of {len(self.indices)} experiments in shard "
+                f"{self.index + 1}/{self.count} of sweep {plan.name} failed ({first}); "
+                f"see {plan.directory / 'summary.txt'}"
+            )
+
+    def _write_record(self, plan: SweepPlan, runner: ShardRunner) -> None:
+        """``shards/NNNN-of-NNNN.json``: what this shard ran, where, and what failed."""
         record = {
             "shard": self.index,
             "count": self.count,
@@ -293,15 +316,6 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
         with storage_errors(str(shard_file)):
             shard_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(shard_file, json_text(record))
-        if runner.failures or _recorded_failures(plan):
-            write_plan_summary(plan)
-        if runner.failures:
-            first = "; ".join(f"{k}: {v['error']}" for k, v in list(runner.failures.items())[:3])
-            raise SweepError(
-                f"{len(runner.failures)} of {len(self.indices)} experiments in shard "
-                f"{self.index + 1}/{self.count} of sweep {plan.name} failed ({first}); "
-                f"see {plan.directory / 'summary.txt'}"
-            )
 
 
 class ShardRunner:
@@ -404,7 +418,7 @@ def worker_tag() -> str:
     return f"{os.uname().nodename}-{os.getpid()}-{_started}"
 
 
-class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
+class SweepReport(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
     """One worker's last step of a sweep: check every shard, write the summary, sign off.
 
     :class:`Sweep` yields it only once all shards are complete. Luigi then walks its
@@ -503,7 +517,7 @@ def shard_tasks(
     ]
 
 
-class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
+class Sweep(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run every experiment of a sweep config and write its summary.
 
     Each worker command schedules its own ``Sweep`` (``worker`` defaults to

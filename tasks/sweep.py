@@ -242,8 +242,9 @@ def write_plan_summary(plan: SweepPlan) -> str:
         return write_summary(plan.directory, rows, header)
 
 
-class SweepParams:
-    """Parameters shared by :class:`Sweep` and :class:`SweepShard`."""
+class SweepParams(CachedParams):
+    """Parameters shared by the sweep tasks (:class:`Sweep`, :class:`SweepShard`, …), whose
+    Luigi parameter list is kept per class."""
 
     sweep_config = luigi.Parameter(description="Sweep config YAML (configs/sweeps/*.yaml).")
     results_dir = luigi.OptionalParameter(
@@ -255,7 +256,7 @@ class SweepParams:
         return Path(self.results_dir or forge().results_dir)
 
 
-class SweepShard(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
+class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run experiments ``index``, ``index + count``, … of a sweep, in this process."""
 
     index = luigi.IntParameter(description="Which shard (0-based).")
@@ -418,7 +419,7 @@ def worker_tag() -> str:
     return f"{os.uname().nodename}-{os.getpid()}-{_started}"
 
 
-class SweepReport(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
+class SweepReport(SweepParams, luigi.Task, metaclass=FreshInstances):
     """One worker's last step of a sweep: check every shard, write the summary, sign off.
 
     :class:`Sweep` yields it only once all shards are complete. Luigi then walks its
@@ -517,7 +518,7 @@ def shard_tasks(
     ]
 
 
-class Sweep(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
+class Sweep(SweepParams, luigi.Task, metaclass=FreshInstances):
     """Run every experiment of a sweep config and write its summary.
 
     Each worker command schedules its own ``Sweep`` (``worker`` defaults to

@@ -20,7 +20,7 @@ from typing import Any
 import luigi
 
 from tasks import preemption
-from tasks.base import CachedParams, FreshInstances
+from tasks.base import FreshInstances
 from tasks.config.sweep import SweepExperiment
 from tasks.errors import ConfigError, SweepError
 from tasks.evaluate import Evaluate
@@ -64,7 +64,7 @@ def write_search_plan_summary(plan: SweepPlan) -> str:
         return write_search_summary(plan.directory, rows, header, plan.search, study.budget)
 
 
-class SearchShard(CachedParams, SweepParams, luigi.Task, metaclass=FreshInstances):
+class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
     """Ask, run and tell trials of a search until its budget of trials is finished."""
 
     index = luigi.IntParameter(description="Which shard (0-based).")

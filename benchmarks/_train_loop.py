@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from tasks.backends.base import Backend, TrainSettings
     from tasks.data.h5store import DataMeta
 
-__all__ = ["BATCH", "OPTIMIZER", "PARAMS", "ROWS", "forge_fit_seconds", "settings_for"]
+__all__ = [
+    "BATCH",
+    "OPTIMIZER",
+    "PARAMS",
+    "ROWS",
+    "forge_fit_seconds",
+    "hand_adam",
+    "settings_for",
+]
 
 ROWS = 20_000
 BATCH = 128
@@ -37,6 +45,19 @@ def settings_for(meta: DataMeta, epochs: int) -> TrainSettings:
         objective=None,
         meta=meta,
     )
+
+
+def hand_adam(params: Any) -> Any:
+    """The hand-written loops' Adam, with the kernel Forge's ``adam`` picks (fused where
+    the parameters allow it): these rows measure the loop around the optimizer, not the
+    optimizer's kernel. (The sweep row compares with plain ``torch.optim.Adam``, as a
+    researcher's own script would use.)"""
+    import torch
+
+    from tasks.backends.torch_optimizers import fused_kernel
+
+    params = list(params)
+    return torch.optim.Adam(params, lr=OPTIMIZER["lr"], fused=fused_kernel(params) or None)
 
 
 def forge_fit_seconds(backend: Backend, model: Any, path: Path, settings: TrainSettings) -> float:

@@ -5,8 +5,9 @@ metrics.csv (synced before each checkpoint commits), TensorBoard, best weights, 
 committed (fsynced, sidecar last) checkpoint every epoch, progress — on a real ``data.h5``,
 inside the sync barrier Train's step opens: everything written is durable when the timed
 block ends (the final round included), as it is before Train's marker.
-The baselines do the same useful work the plain way: for torch a hand-written loop that
-validates and ``torch.save``s model + optimizer every epoch (fsynced); for TensorFlow bare
+The baselines do the same useful work the plain way: for torch a hand-written loop (with
+the Adam kernel Forge's ``adam`` picks, so the row measures the step, not the optimizer)
+that validates and ``torch.save``s model + optimizer every epoch (fsynced); for TensorFlow bare
 ``model.fit`` with validation data and a ModelCheckpoint-equivalent weights save every epoch.
 Both start from the same weights; building the model is outside the timed region.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from benchmarks._configs import REPO, subprocess_env
 from benchmarks._data import make_arrays
-from benchmarks._train_loop import BATCH, OPTIMIZER, PARAMS, ROWS, settings_for
+from benchmarks._train_loop import BATCH, OPTIMIZER, PARAMS, ROWS, hand_adam, settings_for
 from benchmarks.harness import Target, interleaved, not_available, row, timed
 
 __all__ = ["run"]
@@ -136,7 +137,7 @@ def _torch(quick: bool) -> dict[str, Any]:
 
             def work() -> None:
                 torch.manual_seed(0)
-                optimizer = torch.optim.Adam(model.parameters(), lr=OPTIMIZER["lr"])
+                optimizer = hand_adam(model.parameters())
                 n = len(x_all)
                 for epoch in range(epochs):
                     model.train()

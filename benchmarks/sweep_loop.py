@@ -129,10 +129,11 @@ def run(quick: bool) -> list[dict[str, Any]]:
     """Rows: the whole sweep against the hand loop, Forge's time per experiment over it,
     and over the hand loop with the same (fused) Adam kernel.
 
-    ``quick`` runs 10 experiments once per side; otherwise 40, three times per side,
-    interleaved.
+    ``quick`` runs 10 experiments once per side; otherwise 40, five times per side,
+    interleaved. Five, because a fresh process's imports vary by up to a second from run to
+    run on a shared machine: 25 ms per experiment at 40 experiments, as much as the target.
     """
-    n, repeats = (10, 1) if quick else (40, 3)
+    n, repeats = (10, 1) if quick else (40, 5)
     forge: list[float] = []
     hand: list[float] = []
     fused: list[float] = []

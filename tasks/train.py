@@ -265,6 +265,7 @@ class Train(TrainParams, ForgeTask):
             deterministic=train_cfg["deterministic"],
         )
         session = backend.session(model, settings)
+        run["optimizer_kernel"] = session.optimizer_kernel()
         loop = self._fit(directory, backend, session, settings, meta, data_path, run)
         run.update(end_reason=loop.end_reason, end_epoch=loop.epoch)
         if loop.end_reason == PREEMPTED:

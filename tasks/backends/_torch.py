@@ -322,6 +322,13 @@ class _TorchSession(TrainSession):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def optimizer_kernel(self) -> str | None:
+        """``fused`` or ``foreach`` when the optimizer was built with one, else ``default``
+        (torch's choice: a loop over the tensors on the CPU, ``foreach`` on CUDA), as its
+        first parameter group says."""
+        group = self.optimizer.param_groups[0]
+        return "fused" if group.get("fused") else "foreach" if group.get("foreach") else "default"
+
     snapshots = True
 
     def state_nbytes(self) -> int | None:

@@ -358,6 +358,12 @@ class TrainSession(ABC):
     def set_learning_rate(self, lr: float) -> None:
         """Set the optimizer's learning rate (a schedule's value)."""
 
+    def optimizer_kernel(self) -> str | None:
+        """Which implementation runs the optimizer's step, for ``run.json``
+        (``optimizer_kernel``): the last bits of the weights depend on it. None when the
+        backend has only one."""
+        return None
+
     def checkpoint_writer(self, epoch: int) -> Callable[[Path], None]:
         """A copy of the state :meth:`save_checkpoint` writes, taken now, and the function
         that writes it to a path later — from another thread, while training goes on.

@@ -6,10 +6,12 @@ torch is imported inside each factory, so registering them costs nothing.
 point, on the CPU or a CUDA device): one kernel updates every tensor, where the default
 implementation runs about six small operations per parameter tensor in Python. For a
 small model the optimizer step is then several times cheaper (``benchmarks/``: the
-sweep of small experiments). The update is the same formula; its float32 rounding may
-differ from the default implementation's in the last bit, and a run is still
-reproducible: the same config trains the same way every time. A checkpoint keeps the
-choice it was trained with, so a resumed run continues with the same kernel.
+sweep of small experiments). The update is the same formula; its float32 rounding differs
+from the default implementation's in the last bits (after 200 steps of a small MLP the
+weights agree within 1e-4, relative), and a run is as reproducible as before: the same
+config, machine and versions train the same weights. A checkpoint keeps the choice it was
+trained with, so a resumed run continues with the same kernel, and ``run.json`` records
+which one ran (``optimizer_kernel``).
 """
 
 from __future__ import annotations

@@ -88,3 +88,31 @@ def test_a_checkpoint_keeps_the_kernel_it_was_trained_with() -> None:
     resumed = make_optimizer("torch", ADAM, params=model.parameters())
     resumed.load_state_dict(plain.state_dict())
     assert not resumed.param_groups[0]["fused"]
+
+
+@pytest.mark.parametrize(
+    ("name", "kernel"), [("adam", "fused"), ("adamw", "fused"), ("sgd", "default")]
+)
+def test_the_session_names_the_kernel_it_runs(name: str, kernel: str) -> None:
+    """What Train records in run.json's ``optimizer_kernel``."""
+    from tasks.backends import get_backend
+    from tasks.backends.base import TrainSettings
+    from tasks.data.h5store import DataMeta
+
+    meta = DataMeta(
+        arrays={"x": {"shape": [5], "dtype": "float32"}, "y": {"shape": [], "dtype": "int64"}},
+        num_classes=3,
+        task="classification",
+        rows={"train": 4},
+    )
+    settings = TrainSettings(
+        epochs=1,
+        batch_size=2,
+        optimizer={**ADAM, "name": name},
+        loss="cross_entropy",
+        seed=0,
+        device="cpu",
+        objective=None,
+        meta=meta,
+    )
+    assert get_backend("torch").session(_mlp(0), settings).optimizer_kernel() == kernel

@@ -85,6 +85,7 @@ def test_experiment_directory_holds_documented_files(digits_runs, framework: str
     assert run["status"] == "done" and run["framework"] == framework
     assert {"luigi", "h5py"} <= set(run["versions"])
     assert run["seed"] == 0 and run["device"] == "cpu"
+    assert run["optimizer_kernel"] == ("fused" if framework == "torch" else None)
     rows = (exp / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",")[:2] == ["epoch", "loss"] and "val_accuracy" in rows[0]
     assert len(rows) == 1 + 20
@@ -186,6 +187,9 @@ def test_two_model_configs_share_prepared_data(tmp_path: Path) -> None:
     assert len(experiment_dirs(results)) == 2
 
 
+EPOCHS_TO_KILL = 60
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: str) -> None:
     results = tmp_path / "results"
@@ -195,7 +199,9 @@ def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: st
         "--model-config",
         MODEL_CONFIGS[framework],
         "--overrides",
-        "train.epochs=30",
+        # A checkpoint every epoch, so one of an early epoch is there to be killed after
+        # while training still has many epochs to go (however fast they are).
+        f"train.epochs={EPOCHS_TO_KILL} train.checkpoint_min_interval_s=0",
     ]
     command = [
         *luigi_command(),
@@ -232,7 +238,7 @@ def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: st
     (exp,) = experiment_dirs(results)
     assert not (exp / "_SUCCESS").exists()
     committed = sorted(int(p.stem.split("-")[1]) for p in exp.glob("checkpoints/epoch-*.json"))
-    assert committed and committed[-1] < 30
+    assert committed and committed[-1] < EPOCHS_TO_KILL
 
     resumed = run_luigi("Train", *args, results_dir=results)
     assert resumed.returncode == 0, resumed.output
@@ -241,7 +247,7 @@ def test_killed_train_resumes_from_last_checkpoint(tmp_path: Path, framework: st
     epochs = [
         int(line.split(",")[0]) for line in (exp / "metrics.csv").read_text().splitlines()[1:]
     ]
-    assert epochs == list(range(1, 31))
+    assert epochs == list(range(1, EPOCHS_TO_KILL + 1))
     assert "resuming from checkpoint" in (exp / "train.log").read_text()
 
 

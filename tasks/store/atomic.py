@@ -208,6 +208,8 @@ def _tmp_name(dest: Path) -> Path:
 # writes unless it opens a block of its own.
 _deferred: ContextVar[SyncBarrier | None] = ContextVar("forge_deferred_sync", default=None)
 _SYNC_THREADS = 16
+# How atomic_write_text creates its temporary: a new file (never an existing name).
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 # Paths whose sync may wait for the next sync round of this process (see
 # SyncBarrier.sync_with_next_round); any thread's round takes them along.
 _carried: set[Path] = set()
@@ -560,9 +562,42 @@ def atomic_path(dest: Path) -> Iterator[Path]:
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
-    """Write ``text`` to ``dest`` atomically (UTF-8)."""
-    with atomic_path(dest) as tmp, storage_errors(str(dest)):
-        tmp.write_text(text, encoding="utf-8")
+    """Write ``text`` to ``dest`` atomically (UTF-8), synced as :func:`atomic_path` does.
+
+    The small records every step writes go this way, so it makes only the system calls
+    the guarantee needs (a step writes a dozen): the temporary is created with mode
+    ``0o666``, which the kernel narrows by the umask as for any new file (no ``chmod``,
+    unlike a library's file), and the folder is created only when it is missing.
+    """
+    dest = Path(dest)
+    data = text.encode("utf-8")
+    with storage_errors(str(dest)):
+        tmp = _tmp_name(dest)
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+        pending = _deferred.get()
+        try:
+            try:
+                with memoryview(data) as view:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                if pending is None:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if pending is None:
+            _fsync_dir(dest.parent)
+        else:
+            pending.paths.add(dest)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.errors import CorruptArtifactError, StorageError
 from tasks.store import atomic
@@ -346,3 +348,49 @@ def test_a_round_waits_for_another_threads_round_that_took_a_carried_marker(
     first.join(10)
     second.join(10)
     assert synced.index(str(marker)) < synced.index(str(theirs))
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_written_text_gets_the_mode_the_umask_asks_for(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "new" / "folder" / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "folder" / "r.json").stat().st_mode & 0o777 == mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=3000))
+def test_written_text_reads_back_as_its_utf8_bytes(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    folder = tmp_path_factory.mktemp("text")
+    with synced_at_end():
+        atomic_write_text(folder / "t.txt", text)
+    assert (folder / "t.txt").read_bytes() == text.encode("utf-8")
+    assert [p.name for p in folder.iterdir()] == ["t.txt"]
+
+
+def test_a_text_write_that_cannot_be_renamed_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "inside").write_text("keep")
+    with pytest.raises(StorageError, match="taken"):
+        atomic_write_text(tmp_path / "taken", "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert (tmp_path / "taken" / "inside").read_text() == "keep"
+
+
+def test_text_is_synced_at_once_outside_a_block_and_with_the_round_inside(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    atomic_write_text(tmp_path / "now.txt", "a")
+    assert synced[0].startswith(str(tmp_path / ".tmp-"))  # the file, before its rename
+    assert synced[1:] == [str(tmp_path)]  # then the folder naming it
+    synced.clear()
+    with synced_at_end() as barrier:
+        atomic_write_text(tmp_path / "later.txt", "b")
+        assert synced == []
+        assert barrier.paths == {tmp_path / "later.txt"}

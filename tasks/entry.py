@@ -12,11 +12,14 @@ calls :func:`setup_luigi_command`, and the ``forge`` command calls
   says what is wrong and how to fix it, so the traceback is dropped unless the user asked
   for ``--log-level DEBUG``;
 * quiet frameworks: TensorFlow's start-up messages off (set before a task imports it), and
-  h5py's destructor noise after a failed write (already reported once) dropped.
+  h5py's destructor noise after a failed write (already reported once) dropped;
+* a quick exit: the interpreter's shutdown collections skipped (:func:`quick_exit`).
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import sys
@@ -24,7 +27,13 @@ from typing import Any
 
 from tasks.errors import ForgeError
 
-__all__ = ["install", "quiet_frameworks", "setup_forge_command", "setup_luigi_command"]
+__all__ = [
+    "install",
+    "quick_exit",
+    "quiet_frameworks",
+    "setup_forge_command",
+    "setup_luigi_command",
+]
 
 
 def _debug_requested() -> bool:
@@ -94,6 +103,24 @@ def _drop_h5py_teardown_noise() -> None:
     sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
 
 
+def quick_exit() -> None:
+    """At interpreter exit, leave every object out of the shutdown's garbage collections.
+
+    CPython runs several full collections while it shuts down, each walking every object
+    the process holds; with torch imported that is about 170,000 objects (330,000 in a
+    sweep worker), and exiting took 0.5-1.0 s here against 0.15 s with them left out, on
+    every command, after its work was done. Registered with :mod:`atexit` by the entry
+    points, so it runs after the handlers that frameworks register when a task imports
+    them, and before logging's own, which still flushes and closes every log file.
+
+    Nothing Forge keeps depends on those collections: every file is written, synced and
+    marked complete before the step returns. Garbage still in reference cycles at exit is
+    left to the operating system, so a finalizer (``__del__``) of such an object does not
+    run; Python does not promise that at exit either.
+    """
+    gc.freeze()
+
+
 _entered = False
 
 
@@ -104,6 +131,7 @@ def _setup_common() -> None:
     _entered = True
     install()
     _drop_h5py_teardown_noise()
+    atexit.register(quick_exit)
 
 
 def setup_luigi_command() -> None:

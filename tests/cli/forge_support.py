@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from tasks.cli.app import app
 from tasks.store.names import INDEX_DIR
+from tasks.store.versions import RACY_NS
 from tests.support import CONFIGS, REPO
 
 MOONS = CONFIGS / "data" / "moons.yaml"
@@ -139,6 +141,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     # Tasks touch the `forge ls` index only once `forge` created one: no trace before.
     assert not (root / INDEX_DIR).exists()
     marker.write_text(json.dumps(runs))
+    # A record read within RACY_NS of its folder's last change is re-read at the next
+    # listing (the timestamps may not have moved yet): the tests counting re-reads start
+    # once the last experiment's files are older than that.
+    time.sleep(RACY_NS / 1e9)
     return Trained(root, train_config, runs)
 
 

@@ -571,6 +571,7 @@ def atomic_write_text(dest: Path, text: str) -> None:
     """
     dest = Path(dest)
     data = text.encode("utf-8")
+    pending = _deferred.get()
     with storage_errors(str(dest)):
         tmp = _tmp_name(dest)
         try:
@@ -578,7 +579,6 @@ def atomic_write_text(dest: Path, text: str) -> None:
         except FileNotFoundError:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, _NEW_FILE, 0o666)
-        pending = _deferred.get()
         try:
             try:
                 with memoryview(data) as view:

@@ -597,7 +597,7 @@ def atomic_write_text(dest: Path, text: str) -> None:
         if pending is None:
             _fsync_dir(dest.parent)
         else:
-            pending.paths.add(dest)
+            _defer(pending, dest)
 
 
 @contextlib.contextmanager

@@ -161,6 +161,9 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
     """Base of the pipeline steps: resolves configs on construction, commits with a marker."""
 
     level: ClassVar[str]
+    # Whether the last run() of this object wrote the step (False: another process had
+    # completed it meanwhile, or it failed); what a sweep shard records as work it did.
+    produced: bool = False
     # Declared by the parameter mixins (DataParams, ...) every concrete step inherits.
     overrides: str
     results_dir: str | None
@@ -198,6 +201,7 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
         return kwargs
 
     def run(self) -> None:
+        self.produced = False
         directory = self.directory
         digest = self.spec[self.level].digest
         set_sync_method(forge().sync)
@@ -225,6 +229,7 @@ class ForgeTask(CachedParams, luigi.Task, metaclass=FreshInstances):
                 try:
                     self.produce(directory)
                     commit_marker(barrier, directory / SUCCESS)
+                    self.produced = True
                 except BaseException:
                     if not self.resumable(directory):
                         _discard(directory)

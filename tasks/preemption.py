@@ -75,5 +75,9 @@ def watching() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # After a stop request the handlers stay: the process is on its way out, and a
+        # second signal (Slurm and shells often send more than one) must not kill it with
+        # the signal's default action before it exits with its own code.
+        if not _received:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

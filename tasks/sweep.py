@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -51,12 +52,13 @@ from tasks.config.sweep import (
     expand_sweep,
     load_sweep_config,
 )
+from tasks.config.yamlio import format_yaml_value
 from tasks.errors import ConfigError, ForgeError, PreemptedError, SweepError
 from tasks.evaluate import Evaluate
 from tasks.settings import forge
 from tasks.stages import SECTIONS
 from tasks.store.atomic import atomic_write_text, chained_steps, storage_errors, synced_at_end
-from tasks.store.lock import FolderLock
+from tasks.store.lock import FolderLock, lock_held
 from tasks.store.names import SUCCESS, SWEEP_WORKERS_DIR, SWEEPS_DIR
 from tasks.store.records import json_text
 from tasks.sweep_summary import SUMMARY_CSV, build_rows, write_summary
@@ -104,6 +106,11 @@ class SweepPlan:
     def done(self, index: int) -> bool:
         """Whether experiment ``index`` is evaluated (its Evaluate marker exists)."""
         return (self.specs[index].dirs["eval"] / SUCCESS).is_file()
+
+    def busy(self, index: int) -> bool:
+        """Whether another process is running experiment ``index``'s Train or Evaluate now."""
+        dirs = self.specs[index].dirs
+        return lock_held(dirs["train"]) or lock_held(dirs["eval"])
 
     def key(self, index: int) -> str:
         """A stable id of experiment ``index``: its Evaluate directory, relative."""
@@ -176,22 +183,42 @@ def load_plan(sweep_config: str, results_root: Path) -> SweepPlan:
 def _check_space(
     path: Path, search: SearchConfig, base: SweepExperiment, results_root: Path
 ) -> None:
-    """Every key of the search space must exist in the resolved configs: resolve the base
-    experiment with each key set to one of its values.
+    """Every key of the search space must exist in the resolved configs, and its values
+    must fit: resolve the base experiment with each key at its first choice (or ``low``),
+    then with one key at a time at each of its other choices, at ``high``, and, for a
+    continuous float range, at a value between (which an integer key refuses).
 
     Raises:
         ConfigError: a key does not exist or a value does not fit its schema.
     """
-    values = tuple(
-        (key, dim.choices[0] if isinstance(dim, Choices) else dim.low)
-        for key, dim in search.space.items()
-    )
-    probe = SweepExperiment(base.data, base.model, base.train, base.eval, values)
-    paths = {"data": probe.data, "model": probe.model, "train": probe.train, "eval": probe.eval}
-    try:
-        spec = resolve_spec(SECTIONS, paths, probe.overrides, results_root)
-    except ForgeError as err:
-        raise type(err)(f"sweep config {path}: key 'search.space': {err}") from err
+    first = {k: d.choices[0] if isinstance(d, Choices) else d.low for k, d in search.space.items()}
+    probes: list[tuple[str | None, Any]] = [(None, None)]
+    for key, dim in search.space.items():
+        if isinstance(dim, Choices):
+            others = dim.choices[1:]
+        elif dim.integer or dim.step is not None:
+            others = [dim.high]
+        else:
+            low, high = dim.low, dim.high
+            # Not a round number: an integer key refuses it as it refuses most suggestions.
+            if dim.log:
+                between = math.exp(math.log(low) + 0.382 * (math.log(high) - math.log(low)))
+            else:
+                between = low + 0.382 * (high - low)
+            others = [high, between]
+        probes += [(key, value) for value in others]
+    spec = None
+    for varied, value in probes:
+        values = {**first, varied: value} if varied is not None else first
+        probe = SweepExperiment(base.data, base.model, base.train, base.eval, tuple(values.items()))
+        paths = {"data": probe.data, "model": probe.model, "train": probe.train, "eval": probe.eval}
+        where = "" if varied is None else f" (at {varied}={format_yaml_value(value)})"
+        try:
+            resolved = resolve_spec(SECTIONS, paths, probe.overrides, results_root)
+        except ForgeError as err:
+            raise type(err)(f"sweep config {path}: key 'search.space'{where}: {err}") from err
+        spec = spec or resolved
+    assert spec is not None
     logged = logged_metrics(spec.sections)
     if logged is not None and search.metric not in logged:
         raise ConfigError(
@@ -284,9 +311,20 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
         runner = ShardRunner(self, plan, len(self.indices))
         # One sync round per step: each marker is synced with the next step's files, and
         # the last one with this shard's record.
+        what = f"shard {self.index + 1}/{self.count} of sweep {plan.name}"
         with preemption.watching(), chained_steps():
+            # An experiment another process is running (an identical command on this
+            # host) waits until the shard's others are done: both processes work meanwhile,
+            # instead of one waiting on the other's lock.
+            later: list[tuple[int, int]] = []
             for position, index in enumerate(self.indices):
-                check_preempted(f"shard {self.index + 1}/{self.count} of sweep {plan.name}")
+                check_preempted(what)
+                if plan.busy(index):
+                    later.append((position, index))
+                    continue
+                runner.run_experiment(position, index)
+            for position, index in later:
+                check_preempted(what)
                 runner.run_experiment(position, index)
             with synced_at_end():
                 self._write_record(plan, runner)
@@ -303,7 +341,14 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             )
 
     def _write_record(self, plan: SweepPlan, runner: ShardRunner) -> None:
-        """``shards/NNNN-of-NNNN.json``: what this shard ran, where, and what failed."""
+        """``shards/NNNN-of-NNNN.json``: what this shard ran, where, and what failed.
+
+        A run that found every experiment done by another process meanwhile (identical
+        commands on one host) keeps the record of the one that did the work.
+        """
+        shard_file = plan.directory / SHARDS_DIR / f"{self.index:04d}-of-{self.count:04d}.json"
+        if not runner.ran and not runner.failures and shard_file.is_file():
+            return
         record = {
             "shard": self.index,
             "count": self.count,
@@ -313,7 +358,6 @@ class SweepShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             "step_seconds": round(runner.step_seconds, 6),
             "failures": runner.failures,
         }
-        shard_file = plan.directory / SHARDS_DIR / f"{self.index:04d}-of-{self.count:04d}.json"
         with storage_errors(str(shard_file)):
             shard_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(shard_file, json_text(record))
@@ -348,6 +392,7 @@ class ShardRunner:
             return self._run_chain(position, key, chain)
 
     def _run_chain(self, position: int, key: str, chain: list[ForgeTask]) -> bool:
+        executed = False  # whether this process ran any step (not only found them done)
         for task in reversed(chain):
             if task.task_id in self.done:
                 continue
@@ -357,6 +402,7 @@ class ShardRunner:
             try:
                 if not task.complete():
                     self._execute(task, position)
+                    executed = executed or task.produced
             except PreemptedError:
                 raise  # the process is going away: stop the shard, not just this experiment
             except Exception as err:  # one experiment's failure must not stop the others
@@ -365,7 +411,8 @@ class ShardRunner:
                 self._fail(key, task, message, err)
                 return False
             self.done.add(task.task_id)
-        self.ran.append(key)
+        if executed:
+            self.ran.append(key)
         return True
 
     def _fail(self, key: str, task: ForgeTask, message: str, err: Exception | None = None) -> None:

@@ -135,6 +135,11 @@ class Train(TrainParams, ForgeTask):
     def run(self) -> None:
         self._check_objective(read_meta(self.spec.dirs["data"] / DATA_FILE))
         with preemption.watching():  # SIGUSR1/SIGTERM: checkpoint, then stop
+            if preemption.stop_requested():  # asked before training began: start none
+                raise PreemptedError(
+                    f"Train for {self.spec.dirs['train']} stopped by {preemption.received()} "
+                    "before training began; rerun the same command to train"
+                )
             super().run()
 
     def _check_objective(self, meta: DataMeta) -> None:

@@ -34,6 +34,7 @@ from tasks.backends.base import (
     require_readable,
 )
 from tasks.backends.base import make_optimizer as base_make_optimizer
+from tasks.backends.threads import forked_worker_threads
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5safe import open_checked
 from tasks.data.h5store import DataMeta, reserve_hdf5
@@ -48,6 +49,11 @@ if keras.backend.backend() != "tensorflow":
         "KERAS_BACKEND=tensorflow (or unset)"
     )
 __all__ = ["TensorFlowBackend", "coupled_l2", "make_optimizer"]
+
+if (_threads := forked_worker_threads()) is not None:
+    with contextlib.suppress(RuntimeError):  # TensorFlow already started: too late
+        tf.config.threading.set_intra_op_parallelism_threads(_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(_threads)
 
 CHECKPOINT_FORMAT = "forge-keras-checkpoint"
 _KERAS_WEIGHTS = ".weights.h5"

@@ -26,6 +26,7 @@ from tasks.backends.base import (
     make_optimizer,
     require_readable,
 )
+from tasks.backends.threads import forked_worker_threads
 from tasks.config.schema import DEFAULT_INPUTS
 from tasks.data.h5store import DataMeta
 from tasks.errors import ConfigError, CorruptArtifactError
@@ -34,6 +35,9 @@ from tasks.provenance import package_versions
 from tasks.registry import Entry
 
 __all__ = ["TorchBackend", "manual_seed"]
+
+if (_threads := forked_worker_threads()) is not None:
+    torch.set_num_threads(_threads)
 
 
 def _tensor(array: Any) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -79,19 +80,41 @@ class Range(BaseModel):
     def integer(self) -> bool:
         return isinstance(self.low, int) and isinstance(self.high, int)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        # Before parsing: the number types would take ``true`` for 1.
+        if isinstance(data, dict):
+            for name in ("low", "high", "step"):
+                if isinstance(data.get(name), bool):
+                    raise ValueError(f"{name} must be a number, not {data[name]}")
+        return data
+
     @model_validator(mode="after")
     def _bounds(self) -> Range:
         for bound in (self.low, self.high):
-            if isinstance(bound, bool):
-                raise ValueError("low and high must be numbers")
+            if not math.isfinite(bound):
+                raise ValueError(f"low and high must be finite numbers, got {bound}")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0, got {self.low}")
         if self.log and self.step is not None:
             raise ValueError("step and log cannot be combined")
-        if self.step is not None and self.step <= 0:
-            raise ValueError(f"step must be positive, got {self.step}")
+        if self.step is not None:
+            if not (math.isfinite(self.step) and self.step > 0):
+                raise ValueError(f"step must be a positive number, got {self.step}")
+            if self.integer and self.step != int(self.step):
+                raise ValueError(
+                    f"an integer range takes a whole step, got {self.step}; write low or high "
+                    "as a float (16.0) for a float range"
+                )
+            count = (self.high - self.low) / self.step
+            if abs(count - round(count)) > 1e-9 * max(1.0, abs(count)):
+                raise ValueError(
+                    f"step {self.step} does not divide high - low ({self.high} - {self.low}); "
+                    "change high to the last value the steps reach"
+                )
         return self
 
     def grid(self) -> list[Any] | None:
@@ -132,6 +155,13 @@ class SearchConfig(BaseModel):
     def _space_keys(cls, space: dict[str, Range | Choices]) -> dict[str, Range | Choices]:
         for key in space:
             _check_key(key)
+        for key in space:
+            for other in space:
+                if other.startswith(key + "."):
+                    raise ValueError(
+                        f"key {other!r} lies inside key {key!r}, which is searched too; "
+                        "search the whole value or its parts, not both"
+                    )
         return space
 
     @model_validator(mode="after")

@@ -116,14 +116,15 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 if trial is None:  # the last trials run elsewhere: wait for them
                     time.sleep(_WAIT_S)
                     continue
-                if not self._run_trial(runner, trial, values, position):
-                    error = next(reversed(runner.failures.values()), {}).get("error", "")
+                error = self._run_trial(runner, trial, values, position)
+                if error is not None:
                     failed.append(f"trial {trial.number}: {error}")
 
     def _run_trial(
         self, runner: ShardRunner, trial: Any, values: dict[str, Any], position: int
-    ) -> bool:
-        """Run one trial's experiment and tell the study how it ended; False: it failed."""
+    ) -> str | None:
+        """Run one trial's experiment and tell the study how it ended; the error of a
+        failed trial, None otherwise."""
         from optuna.trial import TrialState
 
         plan = self.plan
@@ -134,8 +135,20 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             base.data, base.model, base.train, base.eval, tuple(values.items())
         )
         params = experiment.params(self.results_dir)
-        evaluate = Evaluate(**params)
-        train_dir = evaluate.spec.dirs["train"]
+        try:
+            evaluate = Evaluate(**params)
+            train_dir = evaluate.spec.dirs["train"]
+        except ConfigError as err:
+            # Values the configs refuse together though each fits alone (the space is
+            # checked key by key: val and test splits summing past 1): the trial fails with
+            # that error and counts, and the search goes on; asking again would fail again.
+            logger.error("search %s: trial %d %s: %s", plan.name, trial.number,
+                         experiment.overrides, err)  # fmt: skip
+            with self.study.locked() as study:
+                trial.set_user_attr("overrides", experiment.overrides)
+                trial.set_user_attr("error", str(err)[:500])
+                study.tell(trial, state=TrialState.FAIL)
+            return str(err)
         key = str(evaluate.spec.dirs["eval"].relative_to(plan.results_root))
         with self.study.locked():
             trial.set_user_attr("experiment", str(train_dir.relative_to(plan.results_root)))
@@ -164,6 +177,7 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
                 if epoch not in reported and search.metric in row:
                     trial.report(float(row[search.metric]), epoch)
             value = best_value(rows, search.metric, search.direction)
+            error: str | None = None
             if not ok:
                 error = runner.failures.get(key, {}).get("error", "failed")
                 trial.set_user_attr("error", error[:500])
@@ -171,9 +185,9 @@ class SearchShard(SweepParams, luigi.Task, metaclass=FreshInstances):
             elif pruned:
                 study.tell(trial, state=TrialState.PRUNED)
             elif value is None:
-                trial.set_user_attr("error", f"no finite {search.metric!r} in {METRICS_FILE}")
+                error = f"no finite {search.metric!r} in {METRICS_FILE}"
+                trial.set_user_attr("error", error)
                 study.tell(trial, state=TrialState.FAIL)
-                ok = False
             else:
                 study.tell(trial, value)
-        return ok
+        return error

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.config.sweep import Choices, Range, SearchConfig
 from tasks.config.yamlio import format_yaml_value
+from tasks.errors import CorruptArtifactError
 from tasks.store.lock import FolderLock, lock_held
 from tasks.store.metrics_log import read_metrics
 from tasks.store.names import SEARCH_JOURNAL, SEARCH_LOCK, SEARCH_TRIALS_DIR
@@ -113,10 +114,24 @@ class SearchStudy:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[optuna.Study]:
-        """The study, with the study lock held for the block."""
+        """The study, with the study lock held for the block.
+
+        Raises:
+            CorruptArtifactError: the journal cannot be read (edited or damaged).
+        """
         with self._lock.hold():
             _cut_torn_tail(self.journal)
-            yield self._open()
+            try:
+                study = self._open()
+                study.get_trials(deepcopy=False)  # reads what other processes appended
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+                self._study = None
+                raise CorruptArtifactError(
+                    f"search journal {self.journal} cannot be read ({type(err).__name__}: "
+                    f"{str(err)[:200]}); move it aside and rerun: the search starts over, "
+                    "and a trial that suggests a finished experiment's values reuses it"
+                ) from err
+            yield study
 
     def _open(self) -> optuna.Study:
         if self._study is None:
@@ -152,7 +167,7 @@ class SearchStudy:
         for trial in study.get_trials(deepcopy=False):
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 finished += 1
-            elif trial.state == TrialState.FAIL and trial.user_attrs.get(_ENDED) != DIED:
+            elif trial.state == TrialState.FAIL and not _died(trial):
                 finished += 1
             elif trial.state == TrialState.RUNNING:
                 running += 1
@@ -172,8 +187,11 @@ class SearchStudy:
         """Whether the budget of trials is finished (none left to ask or running)."""
         if not self.journal.is_file():
             return False
-        with self.locked() as study:
-            counts = self.counts(study)
+        try:
+            with self.locked() as study:
+                counts = self.counts(study)
+        except CorruptArtifactError:
+            return False  # not finished: running it reports the damage, as one error
         return counts.finished >= self.budget and counts.running == 0
 
     def reap(self, study: optuna.Study) -> None:
@@ -211,7 +229,9 @@ class SearchStudy:
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
         if name == "grid":
-            return optuna.samplers.GridSampler(self._grid(), seed=seed)
+            # One seed for every ask: the sampler shuffles its grid with it, and a trial's
+            # recorded grid point must mean the same point to every later ask.
+            return optuna.samplers.GridSampler(self._grid(), seed=_seed(self.config.seed, 0))
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
     def _pruner(self) -> optuna.pruners.BasePruner:
@@ -224,18 +244,35 @@ class SearchStudy:
         return optuna.pruners.NopPruner()
 
     def ask(self, study: optuna.Study) -> tuple[optuna.Trial, dict[str, Any]]:
-        """A new trial and the config values it suggests (call with the lock held)."""
-        study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
+        """A new trial and the config values it suggests (call with the lock held).
+
+        The sampler is seeded with the number of trials asked before, not counting those
+        a dead worker left (each is asked again, with its parameters, as a new trial), so
+        a resumed search goes on with the suggestions an uninterrupted one makes.
+        """
+        import optuna
+
+        asked = [t for t in study.get_trials(deepcopy=False) if not _died(t)]
+        study.sampler = self._sampler(len(asked))
         study.pruner = self._pruner()
         trial = study.ask()
         values: dict[str, Any] = {}
         for key, dim in self.config.space.items():
             values[key] = _suggest(trial, key, dim)
+        # Telling goes through a sampler without end-of-study actions: the grid sampler
+        # stops the study when its grid is used up, which Optuna allows only inside
+        # ``optimize``.
+        study.sampler = optuna.samplers.RandomSampler()
         return trial, values
 
     def prepare(self, study: optuna.Study) -> None:
         """Set the pruner (for should_prune) on a study loaded by this process."""
         study.pruner = self._pruner()
+
+
+def _died(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` was failed because its worker died (it was asked again)."""
+    return trial.user_attrs.get(_ENDED) == DIED
 
 
 def _suggest(trial: optuna.Trial, key: str, dim: Range | Choices) -> Any:

@@ -115,6 +115,43 @@ def test_raising_trials_continues_the_same_study(tmp_path: Path, results_dir: Pa
     _trained_once(results_dir)
 
 
+def test_grid_search_runs_each_point_once_and_fails_refused_suggestions_alone(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    """The grid sampler walks its whole grid, each point once, and ends cleanly; a point
+    the configs refuse (each value fits alone, not together: val + test splits of 1.1)
+    fails its own trial with the config's error, and the search goes on."""
+    search = tiny_search(tmp_path, trials=10, epochs=1, sampler="grid")
+    search.write_text(
+        search.read_text().replace(
+            "    train.optimizer.lr: {low: 0.0001, high: 0.1, log: true}\n"
+            "    model.params.hidden: {choices: [[8], [16, 8]]}\n",
+            "    data.split.val: {choices: [0.1, 0.5]}\n"
+            "    data.split.test: {choices: [0.2, 0.6]}\n",
+        )
+    )
+    first = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
+    assert first.returncode != 0, first.output[-3000:]
+    assert "Traceback" not in first.output, first.output[-3000:]
+    rows = trial_rows(results_dir)
+    states = {(str(r["data.split.val"]), str(r["data.split.test"])): r["state"] for r in rows}
+    assert len(rows) == len(states) == 4, rows  # every point, each once
+    assert states == {
+        ("0.1", "0.2"): "complete",
+        ("0.1", "0.6"): "complete",
+        ("0.5", "0.2"): "complete",
+        ("0.5", "0.6"): "failed",
+    }, rows
+    (text,) = (results_dir / "sweeps").glob("*/summary.txt")
+    assert "val + test must be below 1" in text.read_text()
+    _trained_once(results_dir)
+
+    # Failed trials count towards the budget: the finished search asks nothing more.
+    again = run_luigi("Sweep", "--sweep-config", search, results_dir=results_dir)
+    assert again.returncode == 0 and "SearchShard" not in again.ran, again.output[-3000:]
+    assert len(trial_rows(results_dir)) == 4
+
+
 def test_pruned_trials_stop_early_and_count_as_complete(tmp_path: Path, results_dir: Path) -> None:
     epochs = 4
     search = tiny_search(tmp_path, trials=6, epochs=epochs, pruner="median", startup_trials=1)

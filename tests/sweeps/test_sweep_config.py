@@ -127,6 +127,38 @@ def test_search_space_types_ints_floats_and_choices(tmp_path: Path) -> None:
         pytest.param("    seed: {low: 1, high: 2}\n", "", "", r"section\.dotted", id="bad-key"),
         pytest.param("    train.seed: {choices: []}\n", "", "", r"choices", id="no-choices"),
         pytest.param(
+            "    train.seed: {low: true, high: 3}\n", "", "", r"low must be a number", id="bool-low"
+        ),
+        pytest.param(
+            "    train.batch_size: {low: 16, high: 64, step: 0.5}\n",
+            "",
+            "",
+            r"whole step",
+            id="integer-range-fraction-step",
+        ),
+        pytest.param(
+            "    train.optimizer.lr: {low: 0.001, high: .inf}\n",
+            "",
+            "",
+            r"finite",
+            id="infinite-high",
+        ),
+        pytest.param(
+            "    model.params.dropout: {low: 0.0, high: 0.5, step: 0.3}\n",
+            "",
+            "",
+            r"does not divide",
+            id="step-past-high",
+        ),
+        pytest.param(
+            "    train.optimizer.lr: {low: 0.001, high: 0.1}\n"
+            "    train.optimizer: {choices: [{name: sgd, lr: 0.5}]}\n",
+            "",
+            "",
+            r"lies inside key 'train\.optimizer'",
+            id="key-inside-another",
+        ),
+        pytest.param(
             "    train.optimizer.lr: {low: 0.1, high: 0.2}\n",
             "  sampler: grid\n",
             "",
@@ -158,12 +190,29 @@ def test_invalid_searches_name_the_file_and_key(
     assert str(path) in str(info.value)
 
 
-def test_search_key_that_does_not_exist_fails_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        pytest.param("    train.optimizer.lrr: {low: 0.1, high: 0.2}\n", r"search\.space.*lrr",
+                     id="no-such-key"),
+        pytest.param("    train.batch_size: {choices: [128, 12.5]}\n",
+                     r"search\.space' \(at train\.batch_size=12\.5\).*batch_size",
+                     id="a-later-choice-the-config-refuses"),
+        pytest.param("    train.batch_size: {low: 16.0, high: 64.0}\n",
+                     r"search\.space' \(at train\.batch_size=.*fractional",
+                     id="float-range-over-an-integer-key"),
+    ],
+)  # fmt: skip
+def test_search_values_the_configs_refuse_fail_before_any_work(
+    tmp_path: Path, space: str, match: str
+) -> None:
+    """Every key is tried in the resolved configs at each choice, at both ends of a
+    range, and inside a continuous one, before any work."""
     from tasks.sweep import load_plan
 
-    path = _search(tmp_path, "    train.optimizer.lrr: {low: 0.1, high: 0.2}\n")
+    path = _search(tmp_path, space)
     results = tmp_path / "results"
-    with pytest.raises(ConfigError, match=r"search\.space.*lrr") as info:
+    with pytest.raises(ConfigError, match=match) as info:
         load_plan(str(path), results)
     assert str(path) in str(info.value)
     assert not results.exists()

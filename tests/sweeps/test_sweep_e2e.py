@@ -201,3 +201,53 @@ def test_a_metric_that_changes_its_input_changes_nothing_else(
         for path in sorted(results_dir.glob("*/*/*/eval/*/metrics.json"))
     ]
     assert len(seen) == 3 and len(set(seen)) == 1, seen
+
+
+def test_identical_local_scheduler_commands_share_one_shard(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    """Two identical ``--local-scheduler`` commands on one host, one shard: the second
+    passes over the experiment the first is training and trains the others, instead of
+    waiting on the first one's lock. The first holds its first experiment until the
+    second has finished one, so the order of events is fixed on any machine."""
+    from tests.reliability.crashkit import pause_at, pausing_model
+    from tests.sweeps.helpers import training_pids
+
+    model = pausing_model("torch", tmp_path)
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1, 2, 3]}", models=(model,))
+    hold = pause_at(tmp_path, 1, release=True)
+    command = [*luigi_command(), "--module", "pipelines", "Sweep", "--sweep-config", str(sweep)]
+    command += ["--results-dir", str(results_dir), "--local-scheduler", "--shards", "1"]
+
+    def start(name: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        log = (tmp_path / f"{name}.log").open("w")
+        return subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+            stdout=log, stderr=log, text=True,
+        )  # fmt: skip
+
+    first = start("first", hold)
+    second: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(hold["PAUSE_FILE"]).exists():
+            assert first.poll() is None and time.monotonic() < deadline, "first never trained"
+            time.sleep(0.1)
+        second = start("second", {"FORGE_PLUGINS": hold["FORGE_PLUGINS"]})
+        deadline = time.monotonic() + 120
+        while not any(second.pid in p for p in training_pids(results_dir).values()):
+            if time.monotonic() > deadline or second.poll() is not None:
+                break
+            time.sleep(0.2)
+        Path(hold["PAUSE_RELEASE"]).touch()
+        codes = [first.wait(timeout=300), second.wait(timeout=300)]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    logs = "\n".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("first", "second"))
+    assert codes == [0, 0], logs
+    pids = training_pids(results_dir)
+    assert len(pids) == 4 and all(len(p) == 1 for p in pids.values()), pids
+    trained_by = [next(iter(p)) for p in pids.values()]
+    assert trained_by.count(first.pid) >= 1 and trained_by.count(second.pid) >= 1, (pids, logs)

@@ -18,7 +18,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -142,18 +142,23 @@ def digest_of(identity: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Parts of an error's location that name a branch of a union (a class name, or a model
+# with validators: ``function-after[...]``), not a key the user wrote: config keys are
+# lower case.
+_BRANCH = re.compile(r"^(function-\w+\[.*\]|[A-Z][A-Za-z]*)$")
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
     lines = []
     for item in err.errors():
-        loc = [str(p) for p in item["loc"] if not isinstance(p, int) or True]
-        key = ".".join(loc) or "(top level)"
+        parts = [p for p in item["loc"] if not _BRANCH.match(str(p))]
+        key = ".".join(str(p) for p in parts) or "(top level)"
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, [p for p in item["loc"][:-1]])
+            allowed = _allowed_keys(model, parts[:-1])
             close = difflib.get_close_matches(str(item["loc"][-1]), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            lines.append(
-                f"{where}: unknown key {key!r}{hint} Allowed keys here: {', '.join(allowed)}"
-            )
+            known = f" Allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"{where}: unknown key {key!r}{hint}{known}")
         elif item["type"] == "missing":
             lines.append(f"{where}: required key {key!r} is missing; add it")
         else:
@@ -169,9 +174,11 @@ def _allowed_keys(model: type[BaseModel], path: list[Any]) -> list[str]:
             current.model_fields.get(str(part)) if hasattr(current, "model_fields") else None
         )
         annotation = getattr(field_info, "annotation", None)
-        if annotation is None or not hasattr(annotation, "model_fields"):
+        # ``SearchConfig | None``: the model among the union's members.
+        models = [a for a in (annotation, *get_args(annotation)) if hasattr(a, "model_fields")]
+        if not models:
             return []
-        current = annotation
+        current = models[0]
     return sorted(current.model_fields)
 
 

@@ -27,12 +27,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -135,6 +137,20 @@ class Choices(BaseModel):
     choices: list[Any] = Field(min_length=1)
 
 
+def _dimension_kind(value: Any) -> str:
+    if isinstance(value, Choices) or (isinstance(value, dict) and "choices" in value):
+        return "Choices"
+    return "Range"
+
+
+# A mapping with ``choices`` is a Choices, anything else a Range: an error then speaks of
+# the one the user meant, not of both.
+Dimension = Annotated[
+    Union[Annotated[Range, Tag("Range")], Annotated[Choices, Tag("Choices")]],  # noqa: UP007
+    Discriminator(_dimension_kind),
+]
+
+
 class SearchConfig(BaseModel):
     """The ``search:`` block of a sweep file: an Optuna study over config keys."""
 
@@ -148,7 +164,7 @@ class SearchConfig(BaseModel):
     pruner: Literal["none", "median", "asha"] = "none"
     # Trials that finish before the median pruner prunes anything (Optuna's default: 5).
     startup_trials: int = Field(default=5, ge=0)
-    space: dict[str, Range | Choices] = Field(min_length=1)
+    space: dict[str, Dimension] = Field(min_length=1)
 
     @field_validator("space")
     @classmethod

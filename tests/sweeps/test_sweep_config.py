@@ -216,3 +216,27 @@ def test_search_values_the_configs_refuse_fail_before_any_work(
         load_plan(str(path), results)
     assert str(path) in str(info.value)
     assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    ("space", "extra", "expected"),
+    [
+        ("    train.seed: {choices: []}\n", "", "key 'search.space.train.seed.choices'"),
+        ("    train.seed: {low: 1, hihg: 2}\n", "",
+         "key 'search.space.train.seed.high' is missing"),
+        ("    train.seed: {low: 1, high: 2}\n", "  n_jobs: 3\n",
+         "unknown key 'search.n_jobs' Allowed keys here: direction, metric"),
+    ],
+)  # fmt: skip
+def test_search_errors_speak_of_the_users_keys_only(
+    tmp_path: Path, space: str, extra: str, expected: str
+) -> None:
+    """Not of the schema's inner names (a union's branches, validator wrappers), and
+    never with an empty list of allowed keys."""
+    path = _search(tmp_path, space, extra)
+    with pytest.raises(ConfigError) as info:
+        load_sweep_config(path)
+    message = str(info.value)
+    assert expected in message
+    for leaked in ("function-after", "Range", "Choices", "Allowed keys here: \n"):
+        assert leaked not in message + "\n", message

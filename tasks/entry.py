@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from tasks.errors import ForgeError
+from tasks.preemption import forward_to_forked_tasks
 
 __all__ = [
     "install",
@@ -145,6 +146,7 @@ def setup_luigi_command() -> None:
     _setup_common()
     ensure_retcodes()
     luigi.Task.event_handler(luigi.Event.START)(quiet_frameworks)
+    forward_to_forked_tasks()
 
 
 def setup_forge_command() -> None:

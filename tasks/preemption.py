@@ -15,19 +15,30 @@ checkpoint). A shard stops before its next experiment.
 Luigi's worker takes SIGUSR1 to mean "ask for no new tasks". The handler calls the
 handler it replaced, so that meaning is kept when the worker and the task share a process
 (``--workers 1``). The request, once received, stays for the life of the process: a
-process asked to stop does not start new training either.
+process asked to stop does not start new training either, and the handlers stay too. With
+forked task processes (``--workers N``), the command's own process passes SIGTERM on to
+them (:func:`forward_to_forked_tasks`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Iterator, Sized
 from types import FrameType
 from typing import Any
 
-__all__ = ["SIGNALS", "received", "requests", "stop_requested", "watching"]
+__all__ = [
+    "SIGNALS",
+    "forward_to_forked_tasks",
+    "received",
+    "requests",
+    "stop_requested",
+    "watching",
+]
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -56,7 +67,9 @@ def requests() -> Sized:
 def _handler(previous: Any) -> Any:
     def handle(signum: int, frame: FrameType | None) -> None:
         _received.append(signal.Signals(signum).name)
-        if callable(previous):  # Luigi's SIGUSR1 handler: the worker takes no new tasks
+        # Luigi's SIGUSR1 handler: the worker takes no new tasks. Not the command's
+        # forwarder (forward_to_forked_tasks): this process is the one that stops.
+        if callable(previous) and not getattr(previous, "forwards", False):
             previous(signum, frame)
 
     return handle
@@ -81,3 +94,42 @@ def watching() -> Iterator[None]:
         if not _received:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def forward_to_forked_tasks() -> None:
+    """In the ``luigi`` command's own process: pass SIGTERM on to its forked task processes.
+
+    With ``--workers N`` > 1 the command's process only schedules; the steps run in
+    processes Luigi forked. A SIGTERM sent to the command alone (``kill``, a container's
+    stop, a cloud machine's shutdown of the main process) used to end it at once and leave
+    those processes training on their own. Now, while forked task processes run, it is
+    passed on to each (which checkpoint and exit, as above), the command takes no new
+    tasks (what Luigi's worker does on SIGUSR1), waits for them and exits non-zero. A
+    process with no forked task running (``--workers 1``, or between tasks) keeps what
+    SIGTERM did before; forked processes inherit the handler and keep it too.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    command = os.getpid()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        children = multiprocessing.active_children() if os.getpid() == command else []
+        if not children:
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            return
+        _received.append(signal.Signals(signum).name)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(child.pid, signum)  # type: ignore[arg-type]
+        stop_taking_tasks = signal.getsignal(signal.SIGUSR1)  # Luigi's worker's handler
+        if callable(stop_taking_tasks):
+            stop_taking_tasks(signal.SIGUSR1, frame)
+
+    handle.forwards = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handle)
+    signal.siginterrupt(signal.SIGTERM, False)

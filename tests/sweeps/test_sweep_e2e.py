@@ -251,3 +251,45 @@ def test_identical_local_scheduler_commands_share_one_shard(
     assert len(pids) == 4 and all(len(p) == 1 for p in pids.values()), pids
     trained_by = [next(iter(p)) for p in pids.values()]
     assert trained_by.count(first.pid) >= 1 and trained_by.count(second.pid) >= 1, (pids, logs)
+
+
+def test_sigterm_to_a_forking_command_stops_its_task_processes_too(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    """``--workers 2``: SIGTERM sent to the command alone (a container's stop) reaches the
+    forked shards, which checkpoint and exit; the command exits non-zero and leaves no
+    process training on its own, and a rerun finishes the sweep."""
+    from tests.reliability.crashkit import pause_at, pausing_model
+    from tests.sweeps.helpers import training_pids
+
+    model = pausing_model("torch", tmp_path)
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1]}", models=(model,), epochs=2)
+    hold = pause_at(tmp_path, 1, release=True)  # each forked shard holds at its first batch
+    command = [*luigi_command(), "--module", "pipelines", "Sweep", "--sweep-config", str(sweep)]
+    command += ["--results-dir", str(results_dir), "--local-scheduler", "--workers", "2"]
+    env = {**os.environ, **hold, "PYTHONPATH": str(REPO)}
+    log = tmp_path / "sweep.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=fh, stderr=fh)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(hold["PAUSE_FILE"]).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGTERM)  # the command only, not its process group
+        Path(hold["PAUSE_RELEASE"]).touch()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert code != 0 and code != -signal.SIGTERM, out[-3000:]
+    assert "PreemptedError" in out, out[-3000:]
+    trained_by = {pid for pids in training_pids(results_dir).values() for pid in pids}
+    assert trained_by and proc.pid not in trained_by, "the shards were not forked"
+    for pid in trained_by:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # no forked shard outlives the command
+    again = run_luigi("Sweep", "--sweep-config", sweep, results_dir=results_dir,
+                      env={"FORGE_PLUGINS": hold["FORGE_PLUGINS"]})  # fmt: skip
+    assert again.returncode == 0, again.output[-3000:]

@@ -131,32 +131,51 @@ def write_summary(directory: Path, rows: list[dict[str, Any]], header: Mapping[s
 
 
 _STATE_ORDER = {"complete": 0, "pruned": 1, "running": 2, "waiting": 3, "fail": 4}
+# A trial whose worker died or was preempted: not a failure, and not counted; its
+# parameters were asked again as a new trial, which continued its experiment.
+INTERRUPTED = "interrupted"
 
 
 def search_rows(trials: Iterable[Mapping[str, Any]], direction: str) -> list[dict[str, Any]]:
-    """One row per trial, best first: complete trials by value, then pruned, running, failed.
+    """One row per trial, best first: complete trials by value, then pruned, running,
+    failed, and last the interrupted ones (:data:`INTERRUPTED`).
 
     Args:
         trials: per trial ``number``, ``state`` (Optuna's, lower case), ``params``,
-            ``value`` and ``user_attrs`` (``experiment``, ``error``, ``forge_end``).
+            ``value`` and ``user_attrs`` (``experiment``, ``error``, ``forge_end``,
+            ``retry_of``).
         direction: ``maximize`` or ``minimize``.
     """
+    from tasks.search.study import DIED
+
+    trials = list(trials)
+    retried = {
+        t.get("user_attrs", {}).get("retry_of"): t["number"]
+        for t in trials
+        if t.get("user_attrs", {}).get("retry_of") is not None
+    }
     sign = -1.0 if direction == "maximize" else 1.0
     rows = []
     for trial in trials:
         attrs = trial.get("user_attrs", {})
         state = str(trial["state"])
         value = trial.get("value")
+        shown = "failed" if state == "fail" else state
+        error = attrs.get("error", "")
+        order = _STATE_ORDER.get(state, 5)
+        if state == "fail" and attrs.get("forge_end") == DIED:
+            shown, order = INTERRUPTED, 6
+            again = retried.get(trial["number"])
+            error = DIED + (f"; asked again as trial {again}" if again is not None else "")
         row: dict[str, Any] = {
             "trial": trial["number"],
-            "state": "failed" if state == "fail" else state,
+            "state": shown,
             "value": value,
             **trial.get("params", {}),
             "epochs": len(trial.get("intermediate", {})),
             "experiment": attrs.get("experiment", ""),
-            "error": attrs.get("forge_end") or attrs.get("error", ""),
+            "error": error,
         }
-        order = _STATE_ORDER.get(state, 5)
         rank = sign * value if isinstance(value, int | float) else float("inf")
         rows.append((order, rank, trial["number"], row))
     return [row for *_, row in sorted(rows, key=lambda r: r[:3])]

@@ -73,11 +73,14 @@ def test_tpe_search_killed_with_sigkill_resumes_without_losing_a_trial(
     rows = trial_rows(results_dir)
     finished = [r for r in rows if r["state"] in FINISHED]
     assert len(finished) == 6, rows
-    # The trial that was running when the worker died is failed as "worker died" (not
-    # counted) and its parameters asked again, so its experiment resumed and finished.
-    (died,) = [r for r in rows if r["state"] == "failed"]
-    assert died["error"] == "worker died", died
-    assert died["experiment"] in {r["experiment"] for r in finished}
+    # The trial that was running when the worker died is "interrupted" (not a failure,
+    # not counted) and its parameters asked again, so its experiment resumed and finished.
+    (died,) = [r for r in rows if r["state"] == "interrupted"]
+    assert not [r for r in rows if r["state"] == "failed"], rows
+    (retry,) = [r for r in finished if r["experiment"] == died["experiment"]]
+    assert died["error"] == f"worker died; asked again as trial {retry['trial']}", died
+    (text,) = (results_dir / "sweeps").glob("*/summary.txt")
+    assert "1 interrupted" in text.read_text() and "failed" not in text.read_text()
     assert not [r for r in rows if r["state"] in ("running", "waiting")]
     runs_after = attempts(results_dir)
     for experiment in done_before:

@@ -56,3 +56,24 @@ def test_a_shards_record_is_synced_in_one_round_with_its_last_marker(
     # The record is not synced on its own (an fsync of the file and one of its folder).
     assert not [p for p in fsynced if p.endswith(record.name)]
     assert not atomic._carried  # nothing is left waiting for a round
+
+
+def test_a_shard_run_that_found_its_work_done_keeps_the_record_of_the_run_that_did_it(
+    tmp_path: Path, results_dir: Path
+) -> None:
+    """An identical command that reaches a shard after another process finished it (both
+    scheduled it while it was incomplete) must not replace that process's record with an
+    empty one."""
+    from tasks.sweep import SweepShard
+
+    sweep = tiny_sweep(tmp_path, "{train.seed: [0, 1]}")
+    task = Sweep(sweep_config=str(sweep), results_dir=str(results_dir), shards=1)
+    assert luigi.build([task], local_scheduler=True)
+    (record,) = results_dir.glob("sweeps/*/shards/0000-of-0001.json")
+    before = record.read_text()
+    assert '"ran": [\n' in before or '"ran": ["' in before.replace("\n", ""), before
+
+    (shard,) = task.shard_tasks()
+    assert isinstance(shard, SweepShard)
+    shard.run()  # what the late command does: every experiment is done already
+    assert record.read_text() == before

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.search.study import DIED
 from tasks.store.atomic import atomic_write_text
 from tasks.store.jsonio import dumps_json
 from tasks.store.names import SUCCESS
@@ -146,8 +147,6 @@ def search_rows(trials: Iterable[Mapping[str, Any]], direction: str) -> list[dic
             ``retry_of``).
         direction: ``maximize`` or ``minimize``.
     """
-    from tasks.search.study import DIED
-
     trials = list(trials)
     retried = {
         t.get("user_attrs", {}).get("retry_of"): t["number"]
